@@ -1,0 +1,1 @@
+"""The dataset-auditing service: HTTP API, persistence, storage, client and command line."""

@@ -1,0 +1,44 @@
+"""Readers for datasets that are on disk here, used by the tests, the benchmark and the demo."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+
+def load_fashion_mnist(
+    split: str = "train", root: Path = FASHION_MNIST_DIR
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N x 28 x 28 uint8) and labels (N int64) of Debian's dataset-fashion-mnist."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images = _read_idx(root / f"{prefix}-images-idx3-ubyte.gz")
+    labels = _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    return images, labels
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def balanced_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of n samples, as many from each class as possible."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = n // classes.size
+    chosen = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]
+    return np.sort(np.concatenate(chosen))

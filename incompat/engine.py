@@ -1,0 +1,188 @@
+"""``detect``: ISPL+B end to end, arrays in, ``DetectionResult`` out."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from incompat import checkpoint
+from incompat.checkpoint import ClusteringState
+from incompat.clustering import find_cluster, train_weak_learner
+from incompat.config import DEFAULT_PRESET, EngineConfig, get_preset
+from incompat.data import DeviceData
+from incompat.result import DetectionResult, summarize_classes
+from incompat.training import Learner
+from incompat.validation import validate
+from incompat.version import __version__
+from incompat.voting import refine, vote
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``on_progress(stage, done, total)``; stages are "clustering", "voting" and "refinement".
+The callback may raise to cancel the run."""
+
+
+def detect(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    config: EngineConfig | str = DEFAULT_PRESET,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    on_progress: ProgressCallback | None = None,
+    checkpoint_to: str | os.PathLike[str] | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
+) -> DetectionResult:
+    """Flag the samples whose given labels the incompatible clusters' learners reject.
+
+    ``images``: uint8, N x H x W or N x H x W x C (C = 1 or 3). ``labels``: N integers, 2 or more
+    distinct values. ``config``: an ``EngineConfig`` or a preset name. With ``checkpoint_to`` the
+    state is saved after every weak learner; ``resume_from`` continues such a run and gives the
+    same result as an uninterrupted one.
+    """
+    started = time.perf_counter()
+    if isinstance(config, str):
+        config = get_preset(config)
+    dataset = validate(images, labels, config)
+    torch_device = resolve_device(device)
+    report = on_progress or (lambda stage, done, total: None)
+
+    data = DeviceData.from_arrays(
+        dataset.images,
+        dataset.labels,
+        dataset.num_classes,
+        torch_device,
+        normalization=config.normalization,
+        crop_padding=config.crop_padding,
+        hflip=config.hflip,
+    )
+    learner = Learner(data, config)
+    run_id = checkpoint.fingerprint(dataset.images, dataset.labels, config, seed)
+    state = (
+        checkpoint.load(resume_from, run_id)
+        if resume_from is not None and os.path.exists(resume_from)
+        else ClusteringState(n_samples=data.n, bags=config.bags)
+    )
+    if state.n_samples != data.n:
+        raise ValueError("checkpoint does not match the data")
+
+    learner.samples_trained = state.samples_trained
+    seconds_before_resume = state.seconds
+    _cluster_all(learner, state, seed, report, checkpoint_to, run_id)
+    timings = {"clustering": state.seconds}
+
+    tic = time.perf_counter()
+    report("voting", 0, 1)
+    cores = torch.from_numpy(np.stack(state.cores)).to(torch_device)
+    predictions = torch.from_numpy(np.stack(state.predictions)).to(torch_device)
+    given_probs = torch.from_numpy(np.stack(state.given_probs)).to(torch_device)
+    outcome = vote(
+        predictions,
+        given_probs,
+        cores,
+        data.labels,
+        data.num_classes,
+        config,
+        torch.Generator(device=torch_device).manual_seed(_stage_seed(seed, 2)),
+    )
+    report("voting", 1, 1)
+    timings["voting"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    if config.refine_rounds > 0:
+        report("refinement", 0, config.refine_rounds)
+        confidence = refine(
+            learner,
+            outcome.keep,
+            _stage_seed(seed, 3),
+            on_round=lambda done, total: report("refinement", done, total),
+        )
+        is_flagged = confidence <= 0.5
+        score = 1.0 - confidence
+    else:
+        is_flagged = ~outcome.keep
+        score = outcome.against
+    timings["refinement"] = time.perf_counter() - tic
+    timings["total"] = time.perf_counter() - started + seconds_before_resume
+
+    flagged = is_flagged.cpu().numpy()
+    voted_index = outcome.label.cpu().numpy()
+    voted_label = np.where(voted_index >= 0, dataset.classes[np.maximum(voted_index, 0)], -1)
+    given = dataset.classes[dataset.labels]
+    return DetectionResult(
+        is_flagged=flagged,
+        score=score.float().cpu().numpy(),
+        vote_score=outcome.against.float().cpu().numpy(),
+        voted_label=voted_label.astype(np.int64),
+        cluster_ids=state.cluster_ids(),
+        class_summary=summarize_classes(given, flagged, voted_label),
+        timings=timings,
+        config=config,
+        seed=seed,
+        engine_version=__version__,
+        n_learners=state.n_learners,
+        epoch_equivalents=learner.samples_trained / data.n,
+        device=str(torch_device),
+    )
+
+
+def _cluster_all(
+    learner: Learner,
+    state: ClusteringState,
+    seed: int,
+    report: ProgressCallback,
+    checkpoint_to: str | os.PathLike[str] | None,
+    run_id: str,
+) -> None:
+    """Run (or finish) every bag's clustering, updating ``state`` after each weak learner."""
+    config = learner.config
+    device = learner.device
+    n = state.n_samples
+    min_active = config.min_active_frac * n
+    total = config.bags * config.clusters_per_bag
+    report("clustering", state.n_learners, total)
+    while state.bag < config.bags:
+        bag_started = time.perf_counter()
+        active = torch.from_numpy(state.active).to(device)
+        if state.cluster >= config.clusters_per_bag or int(active.sum()) <= min_active:
+            state.bag += 1
+            state.cluster = 0
+            state.active = np.ones(n, bool)
+            continue
+        cluster_seed = _stage_seed(seed, 0, state.bag, state.cluster)
+        core = find_cluster(
+            learner, active, n_total=n, first_in_bag=state.cluster == 0, seed=cluster_seed
+        )
+        evaluation = train_weak_learner(
+            learner, core, _stage_seed(seed, 1, state.bag, state.cluster)
+        )
+        state.cores.append(core.cpu().numpy())
+        state.predictions.append(evaluation.prediction.cpu().numpy())
+        state.given_probs.append(evaluation.given_prob.float().cpu().numpy())
+        state.learner_bags.append(state.bag)
+        state.active = (active & ~core).cpu().numpy()
+        state.cluster += 1
+        state.samples_trained = learner.samples_trained
+        state.seconds += time.perf_counter() - bag_started
+        if checkpoint_to is not None:
+            checkpoint.save(checkpoint_to, state, run_id)
+        report("clustering", state.n_learners, max(total, state.n_learners))
+
+
+def _stage_seed(seed: int, *path: int) -> int:
+    """An independent 63-bit seed for each stage, so a resumed run draws the same numbers."""
+    return int(
+        np.random.SeedSequence([seed, *path]).generate_state(2, np.uint64)[0] >> np.uint64(1)
+    )
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available")
+    return resolved

@@ -1,0 +1,102 @@
+"""What ``detect`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from incompat.config import EngineConfig
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    label: int  # the class as given in the input labels
+    n_samples: int
+    n_flagged: int
+    # The label the weak learners most often voted for among this class's flagged samples: for a
+    # backdoor, the target class's flagged samples point back at the source class.
+    flagged_voted_label: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "n_samples": self.n_samples,
+            "n_flagged": self.n_flagged,
+            "flagged_voted_label": self.flagged_voted_label,
+        }
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """Per-sample flags and scores, and how they were obtained.
+
+    ``score`` is 1 - c, where c is the self-paced refinement's confidence that the given label is
+    genuine: a sample is flagged iff its score is at least 0.5. ``vote_score`` is the share of weak
+    learners that voted against the given label, before refinement.
+    """
+
+    is_flagged: np.ndarray  # bool, N
+    score: np.ndarray  # float32, N, higher = more suspicious
+    vote_score: np.ndarray  # float32, N
+    voted_label: (
+        np.ndarray
+    )  # int64, N: the learners' plurality label (input label space), -1 if none
+    cluster_ids: np.ndarray  # int16, bags x N: the sample's cluster in each bag, -1 if none
+    class_summary: list[ClassSummary]
+    timings: dict[str, float]
+    config: EngineConfig
+    seed: int
+    engine_version: str
+    n_learners: int
+    epoch_equivalents: float  # training passes over N samples, all stages together
+    device: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.is_flagged.size)
+
+    @property
+    def flagged_indices(self) -> np.ndarray:
+        return np.flatnonzero(self.is_flagged)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary without per-sample arrays."""
+        return {
+            "n_samples": self.n_samples,
+            "n_flagged": int(self.is_flagged.sum()),
+            "n_learners": self.n_learners,
+            "epoch_equivalents": round(self.epoch_equivalents, 1),
+            "classes": [c.to_dict() for c in self.class_summary],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "engine_version": self.engine_version,
+            "device": self.device,
+        }
+
+
+def summarize_classes(
+    labels: np.ndarray, is_flagged: np.ndarray, voted_label: np.ndarray
+) -> list[ClassSummary]:
+    """Per-class counts; ``labels`` and ``voted_label`` in the input label space."""
+    summaries = []
+    for cls in np.unique(labels):
+        in_class = labels == cls
+        flagged_votes = voted_label[in_class & is_flagged]
+        flagged_votes = flagged_votes[flagged_votes >= 0] if flagged_votes.size else flagged_votes
+        top: int | None = None
+        if flagged_votes.size:
+            values, counts = np.unique(flagged_votes, return_counts=True)
+            top = int(values[counts.argmax()])
+        summaries.append(
+            ClassSummary(
+                label=int(cls),
+                n_samples=int(in_class.sum()),
+                n_flagged=int((in_class & is_flagged).sum()),
+                flagged_voted_label=top,
+            )
+        )
+    return summaries

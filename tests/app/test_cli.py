@@ -1,0 +1,83 @@
+"""``dataset-audit`` as a user runs it: a real process, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from incompat.datasets import balanced_subset
+
+
+def _cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset_file(tmp_path_factory, fashion_mnist) -> Path:
+    images, labels = fashion_mnist
+    index = balanced_subset(labels, 400, seed=0)
+    path = tmp_path_factory.mktemp("data") / "data.npz"
+    np.savez(path, x=images[index], y=labels[index])
+    return path
+
+
+def test_scan_writes_the_result_json(dataset_file, tmp_path) -> None:
+    out = tmp_path / "result.json"
+    done = _cli("scan", dataset_file, "--preset", "tiny", "--seed", "3", "--output", out)
+    assert done.returncode == 0, done.stderr
+    assert "Audited 400 samples" in done.stdout
+    assert "clustering" in done.stderr, "progress is shown"
+    result = json.loads(out.read_text())
+    assert result["n_samples"] == 400
+    assert result["preset"] == "tiny"
+    assert result["seed"] == 3
+    assert len(result["scores"]) == 400
+    assert result["flagged"] == sorted(result["flagged"])
+    assert all(result["scores"][i] >= 0.5 for i in result["flagged"])
+    assert result["seconds"] > 0
+    assert result["summary"]["n_flagged"] == len(result["flagged"])
+
+
+def _write(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def test_bad_files_exit_2_with_a_clear_message(tmp_path) -> None:
+    images = np.zeros((300, 10, 10), np.uint8)
+    labels = np.arange(300) % 2
+    cases = {
+        "missing": (tmp_path / "absent.npz", "no such file"),
+        "not npz": (tmp_path / "junk.npz", "not a readable .npz"),
+        "no y": (_write(tmp_path / "noy.npz", x=images), "missing ['y']"),
+        "float x": (_write(tmp_path / "f.npz", x=images.astype(float), y=labels), "uint8"),
+        "lengths": (
+            _write(tmp_path / "len.npz", x=images, y=labels[:5]),
+            "300 images but 'y' has 5",
+        ),
+        "one class": (_write(tmp_path / "one.npz", x=images, y=labels * 0), "at least 2 classes"),
+        "pickle": (
+            _write(tmp_path / "obj.npz", x=np.array([object()] * 3, dtype=object), y=labels[:3]),
+            "pickle",
+        ),
+    }
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    for name, (path, message) in cases.items():
+        done = _cli("scan", path, "--preset", "tiny")
+        assert done.returncode == 2, (name, done.stdout, done.stderr)
+        assert message in done.stderr, (name, done.stderr)
+        assert "Traceback" not in done.stderr, name
+
+
+def test_cli_module_does_not_import_torch() -> None:
+    code = "import sys, app.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
