@@ -17,9 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from incompat import detect, get_preset
 from incompat.attacks import poison
 from incompat.datasets import FASHION_MNIST_CLASSES, balanced_subset, load_fashion_mnist
+from incompat.evaluation import retrained_attack_success
 from incompat.metrics import detection_metrics
 
 
@@ -57,6 +60,9 @@ def main() -> None:
     parser.add_argument("--only", help="run the scenarios whose name contains this text")
     parser.add_argument("--device")
     parser.add_argument("--json", help="append one JSON line per run to this file")
+    parser.add_argument("--retrain-epochs", type=int, default=0,
+                        help="also retrain on all / on the kept samples for this many epochs and "
+                        "print the attack success on the triggered test set (0: skip)")  # fmt: skip
     args = parser.parse_args()
 
     overrides: dict[str, Any] = {}
@@ -68,6 +74,7 @@ def main() -> None:
     config = get_preset(args.preset).replace(**overrides)
 
     images, labels = load_fashion_mnist()
+    test_images, test_labels = load_fashion_mnist("test")
     scenarios = [s for s in SUITE if args.only is None or args.only in s.name]
     print(f"preset {args.preset} {overrides or ''} samples {args.samples} seeds {args.seeds}")
     header = f"{'scenario':<42} {'seed':>4} {'poisons':>7} {'recall':>6} {'clean%':>6} "
@@ -99,6 +106,30 @@ def main() -> None:
                 f"{result.epoch_equivalents:>6.1f}",
                 flush=True,
             )
+            if args.retrain_epochs:
+                outcomes = {
+                    name: retrained_attack_success(
+                        planted, keep, test_images, test_labels, epochs=args.retrain_epochs,
+                        config=config, seed=seed, device=args.device,
+                    )
+                    for name, keep in (
+                        ("undefended", np.ones(planted.labels.size, bool)),
+                        ("defended", ~result.is_flagged),
+                    )
+                }  # fmt: skip
+                for name, outcome in outcomes.items():
+                    row[f"{name}_attack_success"] = outcome.attack_success
+                    row[f"{name}_clean_accuracy"] = outcome.clean_accuracy
+                print(
+                    "    attack success {:.3f} undefended -> {:.3f} defended; clean accuracy "
+                    "{:.3f} -> {:.3f}".format(
+                        outcomes["undefended"].attack_success,
+                        outcomes["defended"].attack_success,
+                        outcomes["undefended"].clean_accuracy,
+                        outcomes["defended"].clean_accuracy,
+                    ),
+                    flush=True,
+                )
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -35,16 +35,19 @@ def find_cluster(
     generator = learner.generator
     labels = learner.data.labels[active]
     active_index = active.nonzero().squeeze(1)
-    if config.warmup_set == "half" or first_in_bag:
-        train_local = _bernoulli(n_active, 0.5, generator, active.device)
+    if config.warmup_set == "half_of_all":
+        warmup = torch.rand(n_total, device=active.device, generator=generator) < 0.5
+    elif config.warmup_set == "half" or first_in_bag:
+        warmup = _scatter(active, active_index, _bernoulli(n_active, 0.5, generator, active.device))
     else:
-        train_local = torch.ones(n_active, dtype=torch.bool, device=active.device)
+        warmup = active
 
     rounds = refit_rounds(dp)
     smoothed = torch.zeros(n_active, device=active.device)
-    keep = train_local
+    keep = train_local = torch.ones(n_active, dtype=torch.bool, device=active.device)
     for it in range(rounds):
-        learner.train(_scatter(active, active_index, train_local), _epochs(config, it))
+        train_set = warmup if it == 0 else _scatter(active, active_index, train_local)
+        learner.train(train_set, _epochs(config, it))
         evaluation: Evaluation = learner.evaluate(active)
         smoothed = (1 - config.loss_decay) * evaluation.loss + config.loss_decay * smoothed
         share = min(1.0, min(3, max(1, rounds - 2 - it)) * dp)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 Arch = Literal["small_cnn", "resnet20", "resnet32", "preact_resnet18"]
 Normalization = Literal["imagenet", "dataset"]
 Precision = Literal["auto", "fp32", "bf16"]
-WarmupSet = Literal["first_half", "half"]
+WarmupSet = Literal["first_half", "half", "half_of_all"]
 VoteRule = Literal["plurality", "out_of_cluster"]
 
 
@@ -25,7 +25,7 @@ class EngineConfig:
 
     # Model and optimizer (SGD, constant learning rate in every stage).
     arch: Arch = "small_cnn"
-    lr: float = 0.005
+    lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
@@ -45,15 +45,16 @@ class EngineConfig:
     cluster_frac: float = 0.16  # target cluster size, as a share of N
     beta: float = 4.0  # self-expansion: train on 1/beta of the kept set
     loss_decay: float = 0.9
-    class_floor_divisor: float = (
-        8.0  # per-class floor keeps the t/8 lowest-loss share of each class
-    )
+    # Per-class floor: the share/divisor lowest-loss samples of each class join the cluster too.
+    # 8 in the reference; 1 trims every class alike, so clusters stay class-balanced.
+    class_floor_divisor: float = 1.0
     warmup_epochs: int = 2
     refit_epochs: int = 1
     retrain_epochs: int = 8
     # "first_half": the reference, a random half only for a bag's first cluster and the whole
-    # remainder after; "half": a random half of the remainder for every cluster.
-    warmup_set: WarmupSet = "half"
+    # remainder after; "half": a random half of the remainder for every cluster; "half_of_all":
+    # a random half of all samples, so the poisons' share in the warm-up never grows.
+    warmup_set: WarmupSet = "half_of_all"
     min_active_frac: float = 0.04  # a bag stops when at most this share of N is left unclustered
 
     # Boosting and voting (Algorithm 2).
@@ -65,15 +66,15 @@ class EngineConfig:
     # None: keep a sample when the plurality label is its label (the reference). A probability p:
     # keep it when at least half of its voters give its label at least p, which spares the
     # confusable classes that weak learners split their votes on.
-    vote_agree_prob: float | None = 0.05
+    vote_agree_prob: float | None = 0.1
 
     # Self-paced refinement.
-    refine_rounds: int = 6
-    refine_epochs: int = 2
+    refine_rounds: int = 8
+    refine_epochs: int = 3
     refine_decay: float = 0.8
     # A refinement check counts a sample as agreeing when the network predicts its given label
     # (None, the reference), or when it gives that label at least this probability.
-    agree_prob: float | None = 0.1
+    agree_prob: float | None = 0.05
 
     # Execution.
     precision: Precision = "auto"

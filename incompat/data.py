@@ -6,6 +6,7 @@ Subsets are boolean masks over the N samples; batches are index tensors into the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -74,6 +75,12 @@ class DeviceData:
             hflip=hflip,
             channels_last=True,  # faster on CUDA and on oneDNN CPU kernels alike
         )
+
+    def with_images(self, images: np.ndarray, labels: np.ndarray) -> DeviceData:
+        """Other images (N x H x W x C uint8) with this dataset's normalisation and augmentation."""
+        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
+        y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
+        return dataclasses.replace(self, images=x, labels=y)
 
     @property
     def n(self) -> int:

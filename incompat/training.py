@@ -44,6 +44,8 @@ class Learner:
             model = model.to(memory_format=torch.channels_last)
         self.model: nn.Module = model
         self._forward: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: autotuned kernels pay off
         self.use_bf16 = config.precision == "bf16" or (
             config.precision == "auto" and self.device.type == "cuda"
         )
@@ -104,21 +106,23 @@ class Learner:
         return weight.clamp_max(10.0)
 
     @torch.no_grad()
-    def evaluate(self, mask: torch.Tensor | None = None) -> Evaluation:
-        """Eval-mode outputs on the samples in ``mask`` (all when None), in index order."""
+    def evaluate(
+        self, mask: torch.Tensor | None = None, data: DeviceData | None = None
+    ) -> Evaluation:
+        """Eval-mode outputs on the samples in ``mask`` (all when None), in index order; on
+        ``data`` (other images, normalised like the training data) when given."""
+        data = data or self.data
         index = (
-            torch.arange(self.data.n, device=self.device)
-            if mask is None
-            else mask.nonzero().squeeze(1)
+            torch.arange(data.n, device=self.device) if mask is None else mask.nonzero().squeeze(1)
         )
         losses, predictions, probs = [], [], []
         self.model.eval()
         for batch in _chunks(index, _EVAL_BATCH):
-            x = self.data.batch(batch, augment=self.config.eval_augment, generator=self.generator)
+            x = data.batch(batch, augment=self.config.eval_augment, generator=self.generator)
             with self._autocast():
                 logits = self._forward(x)
             log_probs = F.log_softmax(logits.float(), dim=1)
-            given = log_probs.gather(1, self.data.labels[batch][:, None]).squeeze(1)
+            given = log_probs.gather(1, data.labels[batch][:, None]).squeeze(1)
             losses.append(-given)
             predictions.append(log_probs.argmax(1))
             probs.append(given.exp())

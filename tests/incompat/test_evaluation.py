@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from incompat.attacks import poison
+from incompat.datasets import balanced_subset, load_fashion_mnist
+from incompat.evaluation import retrained_attack_success
+
+
+@pytest.mark.slow
+def test_attack_succeeds_without_defence_and_fails_once_poisons_are_removed(fashion_mnist) -> None:
+    images, labels = fashion_mnist
+    subset = balanced_subset(labels, 2000, seed=0)
+    planted = poison(images[subset], labels[subset], source=1, target=7, eps=0.3,
+                     shape="pattern", seed=0)  # fmt: skip
+    test_images, test_labels = load_fashion_mnist("test")
+    test = balanced_subset(test_labels, 1000, seed=0)
+    run = lambda keep: retrained_attack_success(  # noqa: E731
+        planted, keep, test_images[test], test_labels[test], epochs=6, seed=0, device="cpu"
+    )
+    undefended = run(np.ones(planted.labels.size, bool))
+    defended = run(~planted.is_poison)
+    assert undefended.clean_accuracy > 0.7
+    assert defended.clean_accuracy > 0.7
+    assert undefended.attack_success > 0.5
+    assert defended.attack_success < 0.05
