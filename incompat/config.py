@@ -156,15 +156,13 @@ PAPER = EngineConfig(
 
 FAST = EngineConfig()
 
-TINY = EngineConfig(
+TINY = FAST.replace(
     clusters_per_bag=4,
     cluster_frac=0.22,
-    warmup_epochs=2,
-    refit_epochs=1,
-    retrain_epochs=4,
+    retrain_epochs=6,
     bags=1,
-    refine_rounds=3,
-    refine_epochs=1,
+    refine_rounds=4,
+    refine_epochs=2,
     min_active_frac=0.05,
 )
 

@@ -40,8 +40,9 @@ def detect(
 
     ``images``: uint8, N x H x W or N x H x W x C (C = 1 or 3). ``labels``: N integers, 2 or more
     distinct values. ``config``: an ``EngineConfig`` or a preset name. With ``checkpoint_to`` the
-    state is saved after every weak learner; ``resume_from`` continues such a run and gives the
-    same result as an uninterrupted one.
+    state is saved after every weak learner; ``resume_from`` continues such a run (a missing file
+    starts afresh, a file of another run is a ``ValueError``) and gives the same result as an
+    uninterrupted one.
     """
     started = time.perf_counter()
     if isinstance(config, str):
@@ -66,8 +67,6 @@ def detect(
         if resume_from is not None and os.path.exists(resume_from)
         else ClusteringState(n_samples=data.n, bags=config.bags)
     )
-    if state.n_samples != data.n:
-        raise ValueError("checkpoint does not match the data")
 
     learner.samples_trained = state.samples_trained
     seconds_before_resume = state.seconds

@@ -52,7 +52,8 @@ def retrained_attack_success(
 
     def predict(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         evaluation = learner.evaluate(data=data.with_images(images, labels))
-        return train.classes[evaluation.prediction.cpu().numpy()]
+        predicted: np.ndarray = train.classes[evaluation.prediction.cpu().numpy()]
+        return predicted
 
     clean = predict(test.images, test.labels)
     source = test_labels == planted.source

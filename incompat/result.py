@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,7 +52,6 @@ class DetectionResult:
     n_learners: int
     epoch_equivalents: float  # training passes over N samples, all stages together
     device: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:

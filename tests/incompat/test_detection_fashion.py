@@ -1,7 +1,8 @@
 """The real engine finds a real planted backdoor: Fashion-MNIST, `pattern` trigger, `tiny` preset.
 
-Bounds measured with bench/detection.py-style runs of this exact setup over seeds 0-5 (see
-docs/ENGINE.md); they hold with margin on every one of those seeds.
+The bounds come from this exact setup over seeds 0-5
+(`python bench/detection.py --preset tiny --samples 3000 --only "pattern Trouser->Sneaker eps=0.10"
+--seeds 0 1 2 3 4 5`): recall 1.000 on every seed, clean-flag rate 4.1-7.1 %.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from incompat.metrics import detection_metrics
 
 SAMPLES = 3000
 MIN_RECALL = 0.9
-MAX_CLEAN_FLAG_RATE = 0.08
+MAX_CLEAN_FLAG_RATE = 0.10
 
 
 @pytest.mark.slow
