@@ -72,6 +72,11 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESET_NAMES, default="fast", help="default: fast")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    parser.add_argument(
+        "--arch",
+        choices=("small_cnn", "resnet20", "resnet32", "preact_resnet18"),
+        help="override the preset's network",
+    )
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -125,13 +130,16 @@ def _demo(args: argparse.Namespace) -> int:
 def _run_engine(
     images: np.ndarray, labels: np.ndarray, args: argparse.Namespace
 ) -> tuple[DetectionResult, float]:
-    from incompat import detect
+    from incompat import detect, get_preset
 
+    config = get_preset(args.preset)
+    if args.arch:
+        config = config.replace(arch=args.arch)
     progress = ProgressDisplay()
     started = time.perf_counter()
     try:
         result = detect(
-            images, labels, config=args.preset, seed=args.seed, device=args.device,
+            images, labels, config=config, seed=args.seed, device=args.device,
             on_progress=progress,
         )  # fmt: skip
     finally:
@@ -153,7 +161,7 @@ def _print_summary(result: DetectionResult, seconds: float) -> None:
                 else ""
             )
             print(f"  class {cls.label}: {cls.n_flagged} of {cls.n_samples} flagged{pointer}")
-    top = result.score.argsort(kind="stable")[::-1][: min(10, flagged)]
+    top = result.most_suspicious(min(10, flagged))
     if top.size:
         print("  most suspicious: " + ", ".join(f"{i} ({result.score[i]:.2f})" for i in top))
 

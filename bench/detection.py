@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from incompat import detect, get_preset
-from incompat.attacks import poison
+from incompat.attacks import Trigger, poison
 from incompat.datasets import FASHION_MNIST_CLASSES, balanced_subset, load_fashion_mnist
 from incompat.evaluation import retrained_attack_success
 from incompat.metrics import detection_metrics
@@ -33,11 +33,13 @@ class Scenario:
     target: int
     eps: float
     similar: bool = False
+    trigger: Trigger | None = None  # pinned instead of drawn
+    label: str = ""
 
     @property
     def name(self) -> str:
         pair = f"{FASHION_MNIST_CLASSES[self.source]}->{FASHION_MNIST_CLASSES[self.target]}"
-        return f"{self.shape} {pair} eps={self.eps:.2f}"
+        return f"{self.shape}{self.label} {pair} eps={self.eps:.2f}"
 
 
 # Dissimilar pairs, one per trigger shape, at the paper's three poison rates; then a similar pair.
@@ -46,6 +48,9 @@ SUITE = [
     *(Scenario("pattern", 1, 7, eps) for eps in (0.05, 0.10, 0.20)),  # trouser -> sneaker
     *(Scenario("ell", 8, 3, eps) for eps in (0.05, 0.10, 0.20)),  # bag -> dress
     Scenario("pattern", 6, 0, 0.10, similar=True),  # shirt -> T-shirt
+    # The most salient case: a bright X on the black background by the left border, where the
+    # reference implementation flagged none of the poisons.
+    Scenario("pattern", 1, 7, 0.10, trigger=Trigger("pattern", 14, 2, (154,)), label="@border"),
 ]
 
 
@@ -85,7 +90,7 @@ def main() -> None:
             subset = balanced_subset(labels, args.samples, seed=seed)
             planted = poison(
                 images[subset], labels[subset], source=scenario.source, target=scenario.target,
-                eps=scenario.eps, shape=scenario.shape, seed=seed,
+                eps=scenario.eps, shape=scenario.shape, seed=seed, trigger=scenario.trigger,
             )  # fmt: skip
             started = time.perf_counter()
             result = detect(planted.images, planted.labels, config=config, seed=seed,

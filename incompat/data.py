@@ -50,7 +50,7 @@ class DeviceData:
         hflip: bool,
     ) -> DeviceData:
         """``images`` is uint8 N x H x W x C (already validated); ``labels`` int N."""
-        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+        x = _to_nchw(images, device)
         channels = x.shape[1]
         if normalization == "imagenet":
             mean_values: tuple[float, ...] = _IMAGENET_MEAN
@@ -78,9 +78,8 @@ class DeviceData:
 
     def with_images(self, images: np.ndarray, labels: np.ndarray) -> DeviceData:
         """Other images (N x H x W x C uint8) with this dataset's normalisation and augmentation."""
-        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(self.device)
         y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
-        return dataclasses.replace(self, images=x, labels=y)
+        return dataclasses.replace(self, images=_to_nchw(images, self.device), labels=y)
 
     @property
     def n(self) -> int:
@@ -120,6 +119,12 @@ class DeviceData:
             flip = torch.rand(b, device=x.device, generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
+
+
+def _to_nchw(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """N x H x W x C uint8 to an N x C x H x W tensor on ``device``; always a copy, so later changes
+    to the caller's array cannot reach the run."""
+    return torch.from_numpy(np.array(images.transpose(0, 3, 1, 2), order="C")).to(device)
 
 
 def _channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -61,6 +61,12 @@ class DetectionResult:
     def flagged_indices(self) -> np.ndarray:
         return np.flatnonzero(self.is_flagged)
 
+    def most_suspicious(self, k: int | None = None) -> np.ndarray:
+        """Indices from most to least suspicious: by score, then by the vote against the label
+        (the refinement's score is coarse and ties often)."""
+        order = np.lexsort((np.arange(self.n_samples), -self.vote_score, -self.score))
+        return order if k is None else order[:k]
+
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary without per-sample arrays."""
         return {

@@ -48,6 +48,10 @@ def test_result_shape_and_consistency(small_fashion) -> None:
     assert result.seed == 0
     assert result.epoch_equivalents > 0
     json.dumps(result.summary())  # JSON-ready
+    order = result.most_suspicious()
+    assert sorted(order.tolist()) == list(range(n))
+    assert np.all(np.diff(result.score[order]) <= 0)
+    assert set(result.most_suspicious(int(result.is_flagged.sum()))) == set(result.flagged_indices)
 
 
 def test_same_seed_same_result_other_seed_other_clusters(small_fashion) -> None:
