@@ -93,7 +93,7 @@ def detect(
     tic = time.perf_counter()
     if config.refine_rounds > 0:
         report("refinement", 0, config.refine_rounds)
-        confidence = refine(
+        confidence, label_prob = refine(
             learner,
             outcome.keep,
             _stage_seed(seed, 3),
@@ -104,6 +104,7 @@ def detect(
     else:
         is_flagged = ~outcome.keep
         score = outcome.against
+        label_prob = 1.0 - outcome.against
     timings["refinement"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started + seconds_before_resume
 
@@ -115,6 +116,7 @@ def detect(
         is_flagged=flagged,
         score=score.float().cpu().numpy(),
         vote_score=outcome.against.float().cpu().numpy(),
+        label_prob=label_prob.float().cpu().numpy(),
         voted_label=voted_label.astype(np.int64),
         cluster_ids=state.cluster_ids(),
         class_summary=summarize_classes(given, flagged, voted_label),

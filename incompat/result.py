@@ -34,12 +34,16 @@ class DetectionResult:
 
     ``score`` is 1 - c, where c is the self-paced refinement's confidence that the given label is
     genuine: a sample is flagged iff its score is at least 0.5. ``vote_score`` is the share of weak
-    learners that voted against the given label, before refinement.
+    learners that voted against the given label, before refinement. ``most_suspicious()`` ranks by
+    the score, then by ``label_prob``.
     """
 
     is_flagged: np.ndarray  # bool, N
     score: np.ndarray  # float32, N, higher = more suspicious
     vote_score: np.ndarray  # float32, N
+    # float32, N: the refinement network's final probability of the given label (without
+    # refinement, the share of voters agreeing with it)
+    label_prob: np.ndarray
     voted_label: (
         np.ndarray
     )  # int64, N: the learners' plurality label (input label space), -1 if none
@@ -62,9 +66,9 @@ class DetectionResult:
         return np.flatnonzero(self.is_flagged)
 
     def most_suspicious(self, k: int | None = None) -> np.ndarray:
-        """Indices from most to least suspicious: by score, then by the vote against the label
-        (the refinement's score is coarse and ties often)."""
-        order = np.lexsort((np.arange(self.n_samples), -self.vote_score, -self.score))
+        """Indices from most to least suspicious: by score, then (the score is coarse and ties
+        often) by how improbable the final network finds the label, then by the vote."""
+        order = np.lexsort((-self.vote_score, self.label_prob, -self.score))
         return order if k is None else order[:k]
 
     def summary(self) -> dict[str, Any]:

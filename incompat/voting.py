@@ -62,15 +62,17 @@ def refine(
     keep: torch.Tensor,
     seed: int,
     on_round: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Self-paced refinement: keep training one network on the kept samples and re-decide each
-    sample by an average of whether the network predicts its given label.
+    sample by an average of whether the network agrees with its given label.
 
-    Returns the confidence c in [0, 1] that each sample's label is genuine; keep iff c > 0.5.
+    Returns the confidence c in [0, 1] that each sample's label is genuine (keep iff c > 0.5), and
+    the final network's probability of each given label.
     """
     config = learner.config
     learner.reset(seed)
     confidence = torch.full(keep.shape, 0.5, device=keep.device)
+    label_prob = torch.full(keep.shape, 0.5, device=keep.device)
     for round_ in range(config.refine_rounds):
         learner.new_optimizer()
         learner.train(keep, config.refine_epochs)
@@ -80,7 +82,8 @@ def refine(
         else:
             agrees = evaluation.given_prob >= config.agree_prob
         confidence = (1 - config.refine_decay) * agrees.float() + config.refine_decay * confidence
+        label_prob = evaluation.given_prob
         keep = confidence > 0.5
         if on_round is not None:
             on_round(round_ + 1, config.refine_rounds)
-    return confidence
+    return confidence, label_prob

@@ -34,3 +34,6 @@ def test_tiny_preset_finds_a_planted_pattern_backdoor(fashion_mnist, seed: int) 
     # The audit points back at the attack: the target class's flagged samples were voted source.
     target = next(c for c in result.class_summary if c.label == 7)
     assert target.flagged_voted_label == 1
+    # The most suspicious samples are the poisons (0.97-1.00 of the top 30 on seeds 0-3).
+    top = result.most_suspicious(metrics.n_poisons)
+    assert planted.is_poison[top].mean() >= 0.8

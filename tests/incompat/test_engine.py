@@ -24,6 +24,7 @@ def _same(a: DetectionResult, b: DetectionResult) -> None:
     np.testing.assert_array_equal(a.is_flagged, b.is_flagged)
     np.testing.assert_array_equal(a.score, b.score)
     np.testing.assert_array_equal(a.vote_score, b.vote_score)
+    np.testing.assert_array_equal(a.label_prob, b.label_prob)
     np.testing.assert_array_equal(a.cluster_ids, b.cluster_ids)
     np.testing.assert_array_equal(a.voted_label, b.voted_label)
 
@@ -36,6 +37,8 @@ def test_result_shape_and_consistency(small_fashion) -> None:
     assert result.is_flagged.dtype == bool
     assert result.score.shape == (n,)
     assert np.all((result.score >= 0) & (result.score <= 1))
+    assert result.label_prob.shape == (n,)
+    assert np.all((result.label_prob >= 0) & (result.label_prob <= 1))
     np.testing.assert_array_equal(result.is_flagged, result.score >= 0.5)
     np.testing.assert_array_equal(result.flagged_indices, np.flatnonzero(result.is_flagged))
     assert result.cluster_ids.shape == (MINIMAL.bags, n)
