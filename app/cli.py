@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.loaders import DatasetError, load_npz
+from app.formats import DatasetError, load_dataset
 from app.progress import ProgressDisplay
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from app.client import AuditClient
+    from app.schemas import AuditRead
     from incompat import DetectionResult
 
 EXIT_OK = 0
@@ -29,9 +31,11 @@ PRESET_NAMES = ("tiny", "fast", "paper")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from app.client import AuditClientError
+
     try:
         return int(args.handler(args))
-    except (DatasetError, ValueError) as exc:
+    except (DatasetError, ValueError, AuditClientError, TimeoutError) as exc:
         print(f"dataset-audit: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -46,10 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    scan = verbs.add_parser(
-        "scan", help="audit a local .npz dataset (arrays x: uint8 images, y: labels)"
-    )
-    scan.add_argument("data", type=Path, help="the .npz file")
+    scan = verbs.add_parser("scan", help="audit a local dataset file here, without the service")
+    scan.add_argument("data", type=Path, help=DATA_HELP)
     _engine_options(scan)
     scan.add_argument("--output", "-o", type=Path, help="write the result as JSON here")
     scan.set_defaults(handler=_scan)
@@ -65,7 +67,52 @@ def _parser() -> argparse.ArgumentParser:
     _engine_options(demo)
     demo.add_argument("--output", "-o", type=Path, help="write the result as JSON here")
     demo.set_defaults(handler=_demo)
+
+    serve = verbs.add_parser(
+        "serve",
+        help="run the service here: the API and one worker (SQLite and no broker server "
+        "unless DATABASE_URL and BROKER_URL say otherwise)",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--data-dir", type=Path, help="database, queue and uploads (default: $DATA_DIR or "
+        "~/.local/share/dataset-audit)"
+    )  # fmt: skip
+    serve.set_defaults(handler=_serve)
+
+    submit = verbs.add_parser("submit", help="upload a dataset to the service and start an audit")
+    submit.add_argument("data", type=Path, help=DATA_HELP)
+    submit.add_argument("--preset", choices=PRESET_NAMES, help="default: the server's (fast)")
+    submit.add_argument("--seed", type=int)
+    submit.add_argument("--name", help="a name to know the audit by")
+    submit.add_argument("--wait", action="store_true", help="wait for the audit to finish")
+    _server_option(submit)
+    submit.set_defaults(handler=_submit)
+
+    status = verbs.add_parser("status", help="an audit's status, progress and summary")
+    status.add_argument("audit_id", metavar="ID")
+    status.add_argument("--wait", action="store_true", help="wait for the audit to finish")
+    _server_option(status)
+    status.set_defaults(handler=_status)
+
+    flagged = verbs.add_parser("flagged", help="an audit's flagged samples")
+    flagged.add_argument("audit_id", metavar="ID")
+    flagged.add_argument("--sort", choices=("index", "score"), default="index")
+    flagged.add_argument("--json", action="store_true", help="print JSON lines, one per sample")
+    _server_option(flagged)
+    flagged.set_defaults(handler=_flagged)
     return parser
+
+
+DATA_HELP = ".npz (x: uint8 images, y: labels), ImageFolder .zip, or .parquet"
+
+
+def _server_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        help="the service's URL (default: $DATASET_AUDIT_SERVER or http://127.0.0.1:8000)",
+    )
 
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +129,7 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
 def _scan(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         raise DatasetError(f"no such file: {args.data}")
-    dataset = load_npz(args.data)
+    dataset = load_dataset(args.data)
     result, seconds = _run_engine(dataset.images, dataset.labels, args)
     _print_summary(result, seconds)
     if args.output:
@@ -182,6 +229,92 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload) + "\n")
     print(f"Wrote {path}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.serve import serve
+
+    return serve(host=args.host, port=args.port, data_dir=args.data_dir)
+
+
+def _client(args: argparse.Namespace) -> AuditClient:
+    from app.client import AuditClient
+
+    return AuditClient(args.server)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    if not args.data.is_file():
+        raise DatasetError(f"no such file: {args.data}")
+    with _client(args) as client:
+        audit = client.submit(args.data, preset=args.preset, seed=args.seed, name=args.name)
+        print(f"Audit {audit.id}: {audit.status} ({audit.dataset.n_samples} samples, "
+              f"preset {audit.preset}, sha256 {audit.dataset.sha256[:12]})")  # fmt: skip
+        if args.wait:
+            audit = _wait(client, audit)
+            _print_audit(audit)
+            return EXIT_OK if audit.status == "succeeded" else EXIT_ERROR
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        audit = _wait(client, client.get(args.audit_id)) if args.wait else client.get(args.audit_id)
+    _print_audit(audit)
+    return EXIT_ERROR if audit.status == "failed" else EXIT_OK
+
+
+def _flagged(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        items = client.flagged(args.audit_id, sort=args.sort)
+    for item in items:
+        if args.json:
+            print(item.model_dump_json())
+        else:
+            where = f"  {item.path}" if item.path else ""
+            voted = "-" if item.voted_label is None else item.voted_label
+            print(f"{item.index}\tscore {item.score:.3f}\tlabel {item.label} -> {voted}{where}")
+    if not args.json:
+        print(f"{len(items)} flagged", file=sys.stderr)
+    return EXIT_OK
+
+
+def _wait(client: AuditClient, audit: AuditRead) -> AuditRead:
+    progress = ProgressDisplay()
+
+    def show(current: AuditRead) -> None:
+        if current.progress.stage:
+            progress(current.progress.stage, current.progress.done, current.progress.total)
+
+    try:
+        return client.wait(audit.id, on_progress=show)
+    finally:
+        progress.close()
+
+
+def _print_audit(audit: AuditRead) -> None:
+    print(f"Audit {audit.id}: {audit.status}" + (f" ({audit.name})" if audit.name else ""))
+    if audit.status in ("queued", "running") and audit.progress.stage:
+        p = audit.progress
+        print(f"  {p.stage}: {p.done}/{p.total} ({p.percent:.0f}%)")
+    if audit.error:
+        print(f"  {audit.error}")
+    summary = audit.summary
+    if summary is not None:
+        share = f"{summary.flagged_fraction:.2%}"
+        print(f"  {summary.n_flagged} of {summary.n_samples} samples flagged ({share}); "
+              f"preset {audit.preset}, seed {audit.seed}")  # fmt: skip
+        for cls in summary.classes:
+            if cls.n_flagged:
+                name = f" ({cls.name})" if cls.name else ""
+                voted = (
+                    f", learners voted {cls.flagged_voted_label}"
+                    if cls.flagged_voted_label is not None
+                    else ""
+                )
+                print(
+                    f"  class {cls.label}{name}: {cls.n_flagged} of {cls.n_samples} flagged{voted}"
+                )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,20 @@
-"""Shared fixtures: real Fashion-MNIST images (Debian's dataset-fashion-mnist)."""
+"""Shared fixtures: real Fashion-MNIST images (Debian's dataset-fashion-mnist), and the real
+PostgreSQL and Redis servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
+from app.migrate import upgrade
+from incompat.attacks import PoisonedDataset, poison
 from incompat.datasets import FASHION_MNIST_DIR, balanced_subset, load_fashion_mnist
 
 
@@ -24,3 +34,59 @@ def small_fashion(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndar
     images, labels = fashion_mnist
     index = balanced_subset(labels, 600, seed=0)
     return images[index], labels[index]
+
+
+# The real services this machine runs; override with environment variables elsewhere.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"dataset_audit_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database of its own, emptied for this test session."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+def empty_tables(database_url: str) -> None:
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM audits"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def planted_fashion(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> PoisonedDataset:
+    """3000 Fashion-MNIST images with a planted `pattern` backdoor (trouser -> sneaker, 30
+    poisons): the engine's detection test setup, where the `tiny` preset catches >= 90 %."""
+    images, labels = fashion_mnist
+    subset = balanced_subset(labels, 3000, seed=0)
+    return poison(
+        images[subset], labels[subset], source=1, target=7, eps=0.1, shape="pattern", seed=0
+    )

@@ -1,0 +1,351 @@
+"""The audit resource: upload, status, results, cancel and delete."""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from app.api.deps import AuditDep, ContextDep, SessionDep
+from app.formats import DatasetError, DatasetInfo, inspect_dataset
+from app.models import Audit, AuditStatus
+from app.queue import send_audit
+from app.schemas import (
+    PRESET_NAMES,
+    AuditLinks,
+    AuditRead,
+    AuditSummary,
+    ClassCounts,
+    Dataset,
+    ErrorBody,
+    FlaggedItem,
+    FlaggedPage,
+    Page,
+    Progress,
+    Scores,
+)
+from app.services import audits as service
+from app.uploads import FILE_FIELD, Upload, UploadError, receive_upload
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/audits", tags=["audits"])
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+MAX_SEED = 2**63 - 1
+MAX_NAME = 200
+
+UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [FILE_FIELD],
+                "properties": {
+                    FILE_FIELD: {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "The dataset: .npz (x: uint8 images, y: integer labels), "
+                        "an ImageFolder .zip (one folder per class), or .parquet (an image-bytes "
+                        "column and a label column, as Hugging Face exports).",
+                    },
+                    "preset": {"type": "string", "enum": list(PRESET_NAMES), "default": "fast"},
+                    "seed": {"type": "integer", "minimum": 0, "default": 0},
+                    "name": {"type": "string", "maxLength": MAX_NAME},
+                },
+            }
+        }
+    },
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Malformed multipart body.",
+        413: "The upload is over the size limit.",
+        415: "Not multipart/form-data.",
+        422: "Bad options, or not a dataset this service reads (the detail says why).",
+    }.items()
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No such audit."}
+}
+NOT_FINISHED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "The audit has not succeeded (yet)."}
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Upload a dataset and start auditing it",
+    openapi_extra={"requestBody": UPLOAD_BODY},
+    responses=ERRORS,
+)
+async def create_audit(request: Request, response: Response, context: ContextDep) -> AuditRead:
+    settings = context.settings
+    try:
+        upload = await receive_upload(
+            request.headers.get("content-type"),
+            request.headers.get("content-length"),
+            request.stream(),
+            spool_dir=settings.data_dir / "spool",
+            max_bytes=settings.max_upload_bytes,
+        )
+    except UploadError as exc:
+        raise HTTPException(exc.status_code, exc.detail) from exc
+    try:
+        preset, seed, name = _options(upload.fields, settings.default_preset)
+        try:
+            info = await run_in_threadpool(inspect_dataset, upload.path)
+        except DatasetError as exc:
+            raise HTTPException(422, f"{upload.filename or 'the file'}: {exc}") from exc
+        audit_id = uuid.uuid4()
+        key = f"audits/{audit_id}/dataset.{_extension(info)}"
+        await run_in_threadpool(context.storage.put_file, upload.path, key)
+    finally:
+        upload.discard()
+    audit = await run_in_threadpool(
+        _insert, context, audit_id, key, upload, info, preset, seed, name
+    )
+    try:
+        await run_in_threadpool(send_audit, context.celery, audit.id)
+    except Exception:
+        # The audit stays queued: workers re-send queued audits when they start.
+        log.exception("could not queue audit %s", audit.id)
+    response.headers["Location"] = _links(audit).self
+    return to_read(audit)
+
+
+@router.get("", summary="List audits, newest first")
+def list_audits(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> Page[AuditRead]:
+    audits, total = service.list_audits(session, limit=limit, offset=offset)
+    return Page[AuditRead](
+        items=[to_read(a) for a in audits], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{audit_id}", summary="An audit's status, progress and summary", responses=NOT_FOUND)
+def get_audit(audit: AuditDep) -> AuditRead:
+    return to_read(audit)
+
+
+@router.get(
+    "/{audit_id}/flagged",
+    summary="The flagged samples, with their scores",
+    responses={**NOT_FOUND, **NOT_FINISHED},
+)
+def get_flagged(
+    audit: AuditDep,
+    session: SessionDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    sort: Annotated[
+        Literal["index", "score"],
+        Query(description="index: dataset order; score: most suspicious first."),
+    ] = "index",
+) -> FlaggedPage:
+    _require_succeeded(audit)
+    rows = service.flagged_page(session, audit, sort=sort, limit=limit, offset=offset)
+    return FlaggedPage(
+        audit_id=audit.id,
+        items=[
+            FlaggedItem(
+                index=r.index,
+                score=r.score,
+                rank=r.rank,
+                label=r.label,
+                voted_label=r.voted_label,
+                label_prob=r.label_prob,
+                path=r.path,
+            )
+            for r in rows
+        ],
+        total=audit.n_flagged or 0,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+    )
+
+
+@router.get(
+    "/{audit_id}/scores",
+    summary="Every sample's score, as JSON or as a NumPy .npy file",
+    responses={
+        **NOT_FOUND,
+        **NOT_FINISHED,
+        200: {"content": {"application/json": {}, "application/x-npy": {}}},
+    },
+    response_model=Scores,
+)
+def get_scores(
+    audit: AuditDep,
+    session: SessionDep,
+    format: Annotated[
+        Literal["json", "npy"], Query(description="npy: float32 array, one score per sample.")
+    ] = "json",
+) -> Response:
+    _require_succeeded(audit)
+    values = service.scores(session, audit)
+    if values is None:
+        raise HTTPException(409, "the audit's scores are missing")
+    if format == "npy":
+        buffer = io.BytesIO()
+        np.save(buffer, values.astype(np.float32), allow_pickle=False)
+        return Response(
+            buffer.getvalue(),
+            media_type="application/x-npy",
+            headers={"Content-Disposition": f'attachment; filename="scores-{audit.id}.npy"'},
+        )
+    body = Scores(audit_id=audit.id, n_samples=values.size, scores=values.tolist())
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+@router.delete(
+    "/{audit_id}",
+    summary="Cancel a queued or running audit; delete a finished one and its data",
+    status_code=204,
+    responses={
+        **NOT_FOUND,
+        200: {"model": AuditRead, "description": "A queued audit, now cancelled."},
+        202: {"model": AuditRead, "description": "A running audit, asked to stop."},
+        204: {"description": "A finished audit, deleted with its stored data."},
+    },
+)
+def delete_audit(audit: AuditDep, session: SessionDep, context: ContextDep) -> Response:
+    if AuditStatus(audit.status).finished:
+        service.delete_audit(session, audit)
+        session.commit()
+        context.storage.delete_prefix(f"audits/{audit.id}")
+        return Response(status_code=204)
+    service.request_cancel(session, audit)
+    session.commit()
+    session.refresh(audit)
+    code = 200 if audit.status == AuditStatus.CANCELLED else 202
+    return JSONResponse(to_read(audit).model_dump(mode="json"), status_code=code)
+
+
+def to_read(audit: Audit) -> AuditRead:
+    total = audit.progress_total
+    return AuditRead(
+        id=audit.id,
+        name=audit.name,
+        status=audit.status,
+        preset=audit.preset,
+        seed=audit.seed,
+        dataset=Dataset(
+            format=audit.dataset_format,  # type: ignore[arg-type]
+            filename=audit.dataset_filename,
+            sha256=audit.dataset_sha256,
+            bytes=audit.dataset_bytes,
+            n_samples=audit.n_samples,
+            n_classes=audit.n_classes,
+            image_shape=audit.image_shape,
+            classes=audit.classes,
+        ),
+        progress=Progress(
+            stage=audit.progress_stage,
+            done=audit.progress_done,
+            total=total,
+            percent=round(100.0 * audit.progress_done / total, 1) if total else 0.0,
+        ),
+        cancel_requested=audit.cancel_requested,
+        created_at=audit.created_at,
+        started_at=audit.started_at,
+        finished_at=audit.finished_at,
+        error=audit.error,
+        engine_version=audit.engine_version,
+        attempts=audit.attempts,
+        summary=_summary(audit),
+        links=_links(audit),
+    )
+
+
+def _summary(audit: Audit) -> AuditSummary | None:
+    if audit.summary is None or audit.n_flagged is None:
+        return None
+    names = audit.classes or []
+    classes = [
+        ClassCounts(**c, name=names[c["label"]] if 0 <= c["label"] < len(names) else None)
+        for c in audit.summary.get("classes", [])
+    ]
+    return AuditSummary(
+        n_samples=audit.n_samples,
+        n_flagged=audit.n_flagged,
+        flagged_fraction=round(audit.n_flagged / audit.n_samples, 6),
+        classes=classes,
+        timings=audit.summary.get("timings", {}),
+        n_learners=audit.summary.get("n_learners"),
+        device=audit.device,
+    )
+
+
+def _links(audit: Audit) -> AuditLinks:
+    base = f"/audits/{audit.id}"
+    return AuditLinks(self=base, flagged=f"{base}/flagged", scores=f"{base}/scores")
+
+
+def _options(fields: dict[str, str], default_preset: str) -> tuple[str, int, str | None]:
+    preset = fields.get("preset", "").strip() or default_preset
+    if preset not in PRESET_NAMES:
+        raise HTTPException(422, f"preset must be one of {', '.join(PRESET_NAMES)}; got {preset!r}")
+    raw_seed = fields.get("seed", "").strip() or "0"
+    if not raw_seed.isdigit() or int(raw_seed) > MAX_SEED:
+        raise HTTPException(422, f"seed must be an integer from 0 to {MAX_SEED}; got {raw_seed!r}")
+    name = fields.get("name", "").strip() or None
+    if name is not None and len(name) > MAX_NAME:
+        raise HTTPException(422, f"name must be at most {MAX_NAME} characters")
+    return preset, int(raw_seed), name
+
+
+def _extension(info: DatasetInfo) -> str:
+    return {"npz": "npz", "imagefolder": "zip", "parquet": "parquet"}[info.format]
+
+
+def _insert(
+    context: ContextDep,
+    audit_id: uuid.UUID,
+    key: str,
+    upload: Upload,
+    info: DatasetInfo,
+    preset: str,
+    seed: int,
+    name: str | None,
+) -> Audit:
+    audit = Audit(
+        id=audit_id,
+        name=name,
+        status=AuditStatus.QUEUED,
+        preset=preset,
+        seed=seed,
+        dataset_format=info.format,
+        dataset_filename=upload.filename or None,
+        dataset_sha256=upload.sha256,
+        dataset_bytes=upload.size,
+        storage_key=key,
+        n_samples=info.n_samples,
+        n_classes=info.n_classes,
+        image_shape=list(info.image_shape),
+        classes=info.classes,
+    )
+    try:
+        with context.sessions() as session, session.begin():
+            session.add(audit)
+    except Exception:
+        context.storage.delete_prefix(f"audits/{audit_id}")
+        raise
+    return audit
+
+
+def _require_succeeded(audit: Audit) -> None:
+    if audit.status != AuditStatus.SUCCEEDED:
+        detail = f"the audit is {audit.status}; results exist once it has succeeded"
+        if audit.error:
+            detail += f" ({audit.error})"
+        raise HTTPException(409, detail)

@@ -1,0 +1,62 @@
+"""Reading uploaded datasets: a cheap inspection for the API, the full load for the worker.
+
+Torch-free, so the API process can use it. Every refusal is a ``DatasetError`` whose message
+a person can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import get_args
+
+from app.formats import imagefolder, npz, parquet
+from app.formats.base import DatasetError, DatasetFormat, DatasetInfo, Limits, LoadedDataset
+from app.formats.detect import detect_format
+
+__all__ = [
+    "DatasetError",
+    "DatasetFormat",
+    "DatasetInfo",
+    "Limits",
+    "LoadedDataset",
+    "detect_format",
+    "inspect_dataset",
+    "load_dataset",
+]
+
+FilePath = str | os.PathLike[str]
+_Reader = tuple[
+    Callable[[FilePath, Limits], DatasetInfo], Callable[[FilePath, Limits], LoadedDataset]
+]
+_READERS: dict[str, _Reader] = {
+    "npz": (npz.inspect, npz.load),
+    "imagefolder": (imagefolder.inspect, imagefolder.load),
+    "parquet": (parquet.inspect, parquet.load),
+}
+_DEFAULT_LIMITS = Limits()
+
+
+def inspect_dataset(
+    path: FilePath, fmt: DatasetFormat | None = None, *, limits: Limits = _DEFAULT_LIMITS
+) -> DatasetInfo:
+    """What the dataset holds, from headers, metadata and labels only: cheap at upload time."""
+    inspect, _ = _reader(path, fmt)
+    return inspect(path, limits)
+
+
+def load_dataset(
+    path: FilePath, fmt: DatasetFormat | None = None, *, limits: Limits = _DEFAULT_LIMITS
+) -> LoadedDataset:
+    """Every image decoded into one uint8 array, with int64 labels."""
+    _, load = _reader(path, fmt)
+    return load(path, limits)
+
+
+def _reader(path: FilePath, fmt: DatasetFormat | None) -> _Reader:
+    fmt = detect_format(path) if fmt is None else fmt
+    if fmt not in _READERS:
+        raise DatasetError(
+            f"unknown format '{fmt}'; accepted: {', '.join(get_args(DatasetFormat))}"
+        )
+    return _READERS[fmt]

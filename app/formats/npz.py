@@ -1,0 +1,164 @@
+"""``.npz`` uploads: uint8 images ``x``, integer labels ``y``, optional class names ``classes``.
+
+Never unpickles (user files are untrusted). Inspection reads the ``.npy`` headers and the small
+arrays; only the full load reads ``x``'s data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from app.formats.base import (
+    DatasetError,
+    DatasetInfo,
+    Limits,
+    LoadedDataset,
+    as_int64_labels,
+    check_image_shape,
+    check_labels,
+    check_sample_count,
+)
+from app.formats.zipsafe import check_member, check_total, open_zip
+
+_ARRAY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile)
+
+
+@dataclass(frozen=True)
+class _Header:
+    dtype: np.dtype[np.generic]
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """Everything but x's pixels."""
+
+    x: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    labels: npt.NDArray[np.int64]
+    classes: list[str] | None
+    n_classes: int
+
+
+def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
+    with open_zip(path) as archive:
+        parsed = _parse(archive, limits)
+    return DatasetInfo(
+        format="npz",
+        n_samples=parsed.shape[0],
+        image_shape=parsed.shape[1:],
+        n_classes=parsed.n_classes,
+        classes=parsed.classes,
+    )
+
+
+def load(path: str | os.PathLike[str], limits: Limits) -> LoadedDataset:
+    with open_zip(path) as archive:
+        parsed = _parse(archive, limits)
+        images = _read_array(archive, parsed.x)
+    return LoadedDataset(
+        images=np.ascontiguousarray(images, dtype=np.uint8).reshape(parsed.shape),
+        labels=parsed.labels,
+        classes=parsed.classes,
+        paths=None,
+    )
+
+
+def _parse(archive: zipfile.ZipFile, limits: Limits) -> _Parsed:
+    members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+    missing = [name for name in ("x", "y") if name not in members]
+    if missing:
+        held = sorted(name for name in members if not name.endswith("/"))
+        raise DatasetError(
+            "the .npz must hold arrays 'x' (images) and 'y' (labels); "
+            f"missing {missing}, it holds {held}"
+        )
+    used = [members[name] for name in ("x", "y", "classes") if name in members]
+    for info in used:
+        # x is the whole dataset in one member, so only the total bounds it.
+        budget = limits.max_total_bytes if info is members["x"] else limits.max_member_bytes
+        check_member(info, budget, limits)
+    check_total(used, limits)
+
+    shape = _image_shape(archive, members["x"], limits)
+    labels = _labels(archive, members["y"], shape[0])
+    classes = _class_names(archive, members["classes"]) if "classes" in members else None
+    return _Parsed(members["x"], shape, labels, classes, check_labels(labels, classes))
+
+
+def _image_shape(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits
+) -> tuple[int, ...]:
+    header = _read_header(archive, info)
+    if header.dtype != np.uint8:
+        raise DatasetError(f"'x' must be uint8 images (0-255), got dtype {header.dtype}")
+    shape = header.shape
+    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] not in (1, 3)):
+        raise DatasetError(f"'x' must be N x H x W or N x H x W x C (C = 1 or 3), got {shape}")
+    check_sample_count(shape[0], limits)
+    check_image_shape(shape[1:], shape[0], limits, "each image in 'x'")
+    # A header may claim a shape far larger than the data behind it; the load would allocate it.
+    if math.prod(shape) > info.file_size:
+        raise DatasetError(
+            f"'x' is truncated: its header says {shape} but the member holds {info.file_size} bytes"
+        )
+    return shape
+
+
+def _labels(archive: zipfile.ZipFile, info: zipfile.ZipInfo, n: int) -> npt.NDArray[np.int64]:
+    header = _read_header(archive, info)
+    if len(header.shape) != 1 or header.dtype.kind not in "iu":
+        raise DatasetError(
+            f"'y' must be a 1-D integer array, got {header.dtype} of shape {header.shape}"
+        )
+    if header.shape[0] != n:
+        raise DatasetError(f"'x' has {n} images but 'y' has {header.shape[0]} labels")
+    return as_int64_labels(_read_array(archive, info), "'y'")
+
+
+def _class_names(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> list[str]:
+    header = _read_header(archive, info)
+    if len(header.shape) != 1 or header.dtype.kind != "U":
+        raise DatasetError(
+            "'classes' must be a 1-D array of strings (one name per label value), "
+            f"got {header.dtype} of shape {header.shape}"
+        )
+    return [str(name) for name in _read_array(archive, info)]
+
+
+def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Header:
+    name = info.filename.removesuffix(".npy")
+    try:
+        with archive.open(info) as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:
+                raise DatasetError(f"'{name}' uses unsupported .npy format version {version}")
+    except _ARRAY_ERRORS as exc:
+        raise DatasetError(f"'{name}' is not a readable .npy array: {exc}") from exc
+    if dtype.hasobject:
+        raise DatasetError(
+            f"'{name}' is an object array, which can only be read by unpickling; "
+            "object arrays are refused (save plain numeric or string arrays)"
+        )
+    return _Header(dtype, tuple(int(side) for side in shape))
+
+
+def _read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> npt.NDArray[np.generic]:
+    """The array of a member whose header was checked; reads exactly what the header declares."""
+    name = info.filename.removesuffix(".npy")
+    try:
+        with archive.open(info) as stream:
+            array: npt.NDArray[np.generic] = np.lib.format.read_array(stream, allow_pickle=False)
+    except _ARRAY_ERRORS as exc:
+        raise DatasetError(f"'{name}' is truncated or corrupt: {exc}") from exc
+    return array

@@ -1,0 +1,196 @@
+"""``.parquet`` uploads in the Hugging Face hub export layout.
+
+An image column (the HF ``Image`` feature, a struct ``{bytes, path}``, or plain binary) of PNG/JPEG
+bytes and an integer label column; class names come from the HF ``ClassLabel`` metadata if present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from app.formats.base import (
+    DatasetError,
+    DatasetInfo,
+    Limits,
+    LoadedDataset,
+    as_int64_labels,
+    check_image_shape,
+    check_labels,
+    check_sample_count,
+)
+from app.formats.images import ImageStack, peek_shape
+
+IMAGE_COLUMNS = ("image", "img", "pixel_values", "images")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "target")
+_BATCH_ROWS = 256
+_READ_BUFFER = 2**20  # stream pages rather than reading whole column chunks into memory
+_ARROW_ERRORS = (pa.ArrowException, OSError, EOFError)
+
+
+def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
+    with _open(path) as file:
+        n, image_column, labels, classes = _parse(file, limits)
+        first = next(_image_bytes(file, image_column, limits, batch_rows=1), None)
+        if first is None:
+            raise DatasetError(f"the file's metadata promises {n} rows but holds none")
+        shape = peek_shape(first, "row 0", limits)
+    check_image_shape(shape, n, limits, "the image in row 0")
+    return DatasetInfo(
+        format="parquet",
+        n_samples=n,
+        image_shape=shape,
+        n_classes=check_labels(labels, classes),
+        classes=classes,
+    )
+
+
+def load(path: str | os.PathLike[str], limits: Limits) -> LoadedDataset:
+    with _open(path) as file:
+        n, image_column, labels, classes = _parse(file, limits)
+        check_labels(labels, classes)
+        stack: ImageStack | None = None
+        count = 0
+        for count, data in enumerate(_image_bytes(file, image_column, limits), start=1):
+            if count > n:
+                break
+            if stack is None:
+                stack = ImageStack(n, data, "row 0", limits)
+            stack.put(count - 1, data, f"row {count - 1}")
+    # The metadata's row count sized the array; a column that disagrees is corruption.
+    if stack is None or count != n:
+        raise DatasetError(f"the file's metadata promises {n} rows but its image column differs")
+    return LoadedDataset(images=stack.images, labels=labels, classes=classes, paths=None)
+
+
+@contextmanager
+def _open(path: str | os.PathLike[str]) -> Iterator[Any]:
+    # Opened here so that a missing file stays an OSError (the caller's bug, not the upload's).
+    with open(path, "rb") as handle:
+        try:
+            file = pq.ParquetFile(handle, buffer_size=_READ_BUFFER)
+        except _ARROW_ERRORS as exc:
+            raise DatasetError(
+                f"not a readable parquet file (truncated or corrupt?): {exc}"
+            ) from exc
+        with file:
+            yield file
+
+
+def _parse(file: Any, limits: Limits) -> tuple[int, str, npt.NDArray[np.int64], list[str] | None]:
+    """Row count, image column, labels and class names: everything but the images."""
+    n = int(file.metadata.num_rows)
+    check_sample_count(n, limits)
+    schema = file.schema_arrow
+    image_column = _image_column(schema)
+    label_column = _label_column(schema)
+    try:
+        column = file.read(columns=[label_column]).column(0)
+    except _ARROW_ERRORS as exc:
+        raise DatasetError(f"cannot read column '{label_column}': {exc}") from exc
+    if column.null_count:
+        first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DatasetError(
+            f"column '{label_column}' has {column.null_count} missing labels (first in row {first})"
+        )
+    labels = as_int64_labels(column.to_numpy(), f"column '{label_column}'")
+    return n, image_column, labels, _class_names(schema, label_column)
+
+
+def _is_image_type(kind: Any) -> bool:
+    if pa.types.is_struct(kind):
+        index = kind.get_field_index("bytes")
+        return index >= 0 and _is_image_type(kind.field(index).type)
+    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+
+def _columns(schema: Any) -> str:
+    return ", ".join(f"{field.name} ({field.type})" for field in schema)
+
+
+def _image_column(schema: Any) -> str:
+    for name in IMAGE_COLUMNS:
+        if name in schema.names:
+            kind = schema.field(name).type
+            if not _is_image_type(kind):
+                raise DatasetError(
+                    f"column '{name}' has type {kind}; images must be a struct {{bytes, path}} "
+                    "(a Hugging Face Image feature) or binary PNG/JPEG bytes"
+                )
+            return name
+    found = [field.name for field in schema if _is_image_type(field.type)]
+    if len(found) == 1:
+        return str(found[0])
+    if not found:
+        raise DatasetError(
+            "no image column: expected a column 'image' of PNG/JPEG bytes "
+            f"(a Hugging Face Image feature); columns are {_columns(schema)}"
+        )
+    raise DatasetError(f"several columns could hold the images ({found}); name one 'image'")
+
+
+def _label_column(schema: Any) -> str:
+    for name in LABEL_COLUMNS:
+        if name in schema.names:
+            kind = schema.field(name).type
+            # No fallback to another integer column: that could be an id, silently wrong labels.
+            if not pa.types.is_integer(kind):
+                raise DatasetError(f"column '{name}' has type {kind}; labels must be integers")
+            return name
+    found = [field.name for field in schema if pa.types.is_integer(field.type)]
+    if len(found) == 1:
+        return str(found[0])
+    raise DatasetError(
+        f"no label column: expected an integer column named one of {list(LABEL_COLUMNS)}; "
+        f"columns are {_columns(schema)}"
+    )
+
+
+def _class_names(schema: Any, label_column: str) -> list[str] | None:
+    """Names from the HF ``ClassLabel`` feature; metadata that says otherwise is ignored."""
+    raw = (schema.metadata or {}).get(b"huggingface")
+    if raw is None:
+        return None
+    try:
+        feature = json.loads(raw)["info"]["features"][label_column]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(feature, dict) or feature.get("_type") != "ClassLabel":
+        return None
+    names = feature.get("names")
+    return [str(name) for name in names] if isinstance(names, list) else None
+
+
+def _image_bytes(
+    file: Any, column: str, limits: Limits, batch_rows: int = _BATCH_ROWS
+) -> Iterator[bytes]:
+    """Each row's encoded image, in row order."""
+    row = 0
+    try:
+        for batch in file.iter_batches(batch_size=batch_rows, columns=[column]):
+            for value in batch.column(0).to_pylist():
+                yield _encoded(value, row, limits)
+                row += 1
+    except _ARROW_ERRORS as exc:
+        raise DatasetError(f"the parquet file is corrupt near row {row}: {exc}") from exc
+
+
+def _encoded(value: Any, row: int, limits: Limits) -> bytes:
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if data is None:
+        where = f" (only a path, '{value['path']}')" if isinstance(value, dict) else ""
+        raise DatasetError(f"row {row} has no image bytes{where}; images must be embedded")
+    if len(data) > limits.max_member_bytes:
+        raise DatasetError(
+            f"the image in row {row} is {len(data)} bytes; "
+            f"at most {limits.max_member_bytes} allowed"
+        )
+    return bytes(data)

@@ -1,0 +1,43 @@
+"""The FastAPI application: ``create_app()``; ``app`` for ``uvicorn app.main:app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+
+from app.api import audits, health
+from app.context import Context
+from app.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.context = Context.from_settings(settings)
+        yield
+        app.state.context.close()
+
+    app = FastAPI(
+        title="dataset-audit",
+        version=version("dataset-audit"),
+        summary="Finds backdoor-poisoned samples in image-classification datasets.",
+        lifespan=lifespan,
+    )
+    app.include_router(audits.router)
+    app.include_router(health.router)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    return app
+
+
+async def _database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "the database is unavailable; try again shortly"}, 503)
+
+
+app = create_app()

@@ -1,0 +1,124 @@
+"""Tables. Per-sample results are stored compactly: every score in one binary column, and one row
+per *flagged* sample only, so paging the flagged list stays an index scan however large the
+dataset."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class AuditStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (AuditStatus.SUCCEEDED, AuditStatus.FAILED, AuditStatus.CANCELLED)
+
+
+class Audit(Base):
+    __tablename__ = "audits"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[AuditStatus] = mapped_column(
+        Enum(
+            AuditStatus,
+            native_enum=False,
+            length=16,
+            values_callable=lambda statuses: [s.value for s in statuses],
+        ),
+        default=AuditStatus.QUEUED,
+    )
+    preset: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int] = mapped_column(BigInteger)
+
+    dataset_format: Mapped[str] = mapped_column(String(16))
+    dataset_filename: Mapped[str | None] = mapped_column(String(255))
+    dataset_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    dataset_bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    n_samples: Mapped[int] = mapped_column(Integer)
+    n_classes: Mapped[int] = mapped_column(Integer)
+    image_shape: Mapped[list[Any]] = mapped_column()
+    classes: Mapped[list[Any] | None] = mapped_column()
+
+    progress_stage: Mapped[str | None] = mapped_column(String(32))
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    error: Mapped[str | None] = mapped_column(Text)
+    engine_version: Mapped[str | None] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(64))
+    n_flagged: Mapped[int | None] = mapped_column(Integer)
+    # Per-class counts, timings, learner counts: the engine's summary without per-sample arrays.
+    summary: Mapped[dict[str, Any] | None] = mapped_column()
+
+    __table_args__ = (Index("ix_audits_created_at", "created_at"),)
+
+
+class AuditScores(Base):
+    """Every sample's score as little-endian float32 bytes (4 MB for a million samples)."""
+
+    __tablename__ = "audit_scores"
+
+    audit_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    scores: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class FlaggedSample(Base):
+    __tablename__ = "flagged_samples"
+
+    audit_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Position in the engine's most-suspicious order (0 = most suspicious): the score alone ties.
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    label: Mapped[int] = mapped_column(BigInteger)
+    voted_label: Mapped[int | None] = mapped_column(BigInteger)
+    label_prob: Mapped[float] = mapped_column(Float)
+    path: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_flagged_samples_rank", "audit_id", "rank"),)

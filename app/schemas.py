@@ -1,0 +1,130 @@
+"""What the API reads and returns."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.models import AuditStatus
+
+PRESET_NAMES = ("tiny", "fast", "paper")
+Preset = Literal["tiny", "fast", "paper"]
+FLAG_THRESHOLD = 0.5
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int = Field(description="How many items there are in all.")
+    limit: int
+    offset: int
+
+
+class Progress(BaseModel):
+    stage: str | None = Field(description="clustering, voting or refinement; null before start.")
+    done: int
+    total: int
+    percent: float = Field(description="Share of the current stage done, 0-100.")
+
+
+class ClassCounts(BaseModel):
+    label: int
+    name: str | None = None
+    n_samples: int
+    n_flagged: int
+    flagged_voted_label: int | None = Field(
+        default=None,
+        description="The label the weak learners voted for on this class's flagged samples: "
+        "for a backdoor, the target class's flagged samples point back at the source class.",
+    )
+
+
+class AuditSummary(BaseModel):
+    n_samples: int
+    n_flagged: int
+    flagged_fraction: float
+    classes: list[ClassCounts]
+    timings: dict[str, float] = Field(default_factory=dict)
+    n_learners: int | None = None
+    device: str | None = None
+
+
+class Dataset(BaseModel):
+    format: Literal["npz", "imagefolder", "parquet"]
+    filename: str | None
+    sha256: str
+    bytes: int
+    n_samples: int
+    n_classes: int
+    image_shape: list[int]
+    classes: list[str] | None
+
+
+class AuditLinks(BaseModel):
+    self: str
+    flagged: str
+    scores: str
+
+
+class AuditRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str | None
+    status: AuditStatus
+    preset: str
+    seed: int
+    dataset: Dataset
+    progress: Progress
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    engine_version: str | None
+    attempts: int
+    summary: AuditSummary | None
+    links: AuditLinks
+
+    @field_validator("created_at", "started_at", "finished_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # SQLite hands back naive datetimes; every stored time is UTC.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class FlaggedItem(BaseModel):
+    index: int = Field(description="The sample's position in the uploaded dataset.")
+    score: float = Field(description="Higher is more suspicious; flagged at 0.5 and above.")
+    rank: int = Field(description="Position in the most-suspicious order, 0 first.")
+    label: int = Field(description="The label given in the upload.")
+    voted_label: int | None = Field(description="The label the weak learners voted for.")
+    label_prob: float = Field(description="The final network's probability of the given label.")
+    path: str | None = Field(description="The image's path inside an ImageFolder zip.")
+
+
+class FlaggedPage(Page[FlaggedItem]):
+    audit_id: uuid.UUID
+    sort: Literal["index", "score"]
+
+
+class Scores(BaseModel):
+    audit_id: uuid.UUID
+    n_samples: int
+    threshold: float = FLAG_THRESHOLD
+    scores: list[float]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    detail: Any

@@ -1,0 +1,172 @@
+"""Everything the API and the worker do to audits in the database. Functions here never commit:
+the caller owns the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Audit, AuditScores, AuditStatus, FlaggedSample, utcnow
+
+
+def get_audit(session: Session, audit_id: uuid.UUID) -> Audit | None:
+    return session.get(Audit, audit_id)
+
+
+def list_audits(session: Session, *, limit: int, offset: int) -> tuple[list[Audit], int]:
+    total = session.scalar(select(func.count()).select_from(Audit)) or 0
+    rows = session.scalars(
+        select(Audit).order_by(Audit.created_at.desc(), Audit.id).limit(limit).offset(offset)
+    )
+    return list(rows), total
+
+
+def flagged_page(
+    session: Session,
+    audit: Audit,
+    *,
+    sort: Literal["index", "score"],
+    limit: int,
+    offset: int,
+) -> list[FlaggedSample]:
+    order = FlaggedSample.index if sort == "index" else FlaggedSample.rank
+    rows = session.scalars(
+        select(FlaggedSample)
+        .where(FlaggedSample.audit_id == audit.id)
+        .order_by(order)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows)
+
+
+def scores(session: Session, audit: Audit) -> np.ndarray | None:
+    blob = session.scalar(select(AuditScores.scores).where(AuditScores.audit_id == audit.id))
+    return None if blob is None else np.frombuffer(blob, dtype="<f4")
+
+
+def request_cancel(session: Session, audit: Audit) -> None:
+    """A queued audit is cancelled at once; a running one when its worker next reports."""
+    if audit.status == AuditStatus.QUEUED:
+        audit.status = AuditStatus.CANCELLED
+        audit.finished_at = utcnow()
+        audit.error = "cancelled before it started"
+    elif audit.status == AuditStatus.RUNNING:
+        audit.cancel_requested = True
+
+
+def delete_audit(session: Session, audit: Audit) -> None:
+    session.delete(audit)
+
+
+# The worker's side.
+
+
+def claim(
+    session: Session, audit_id: uuid.UUID, *, worker: str, heartbeat_timeout_s: float
+) -> Audit | None:
+    """Take the audit for this worker, atomically: a queued audit, or a running one whose worker
+    has stopped reporting. None when it is finished, cancelled, gone, or held by a live worker,
+    which makes a redelivered task a no-op."""
+    now = utcnow()
+    stale = now - timedelta(seconds=heartbeat_timeout_s)
+    claimed = session.execute(
+        update(Audit)
+        .where(
+            Audit.id == audit_id,
+            or_(
+                Audit.status == AuditStatus.QUEUED,
+                (Audit.status == AuditStatus.RUNNING) & (Audit.heartbeat_at < stale),
+            ),
+        )
+        .values(
+            status=AuditStatus.RUNNING,
+            worker=worker,
+            attempts=Audit.attempts + 1,
+            started_at=func.coalesce(Audit.started_at, now),
+            heartbeat_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(Audit, audit_id, populate_existing=True)
+
+
+def record_progress(
+    session: Session, audit_id: uuid.UUID, *, worker: str, stage: str, done: int, total: int
+) -> bool:
+    """Store progress and a heartbeat; True when someone asked to cancel (or the audit is gone)."""
+    session.execute(
+        update(Audit)
+        .where(Audit.id == audit_id, Audit.worker == worker)
+        .values(
+            progress_stage=stage, progress_done=done, progress_total=total, heartbeat_at=utcnow()
+        )
+    )
+    wanted = session.scalar(select(Audit.cancel_requested).where(Audit.id == audit_id))
+    return wanted is None or wanted
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished audit's per-sample results, in the upload's label space and sample order."""
+
+    scores: np.ndarray  # float32, N
+    is_flagged: np.ndarray  # bool, N
+    labels: np.ndarray  # int64, N
+    voted_label: np.ndarray  # int64, N (-1: no vote)
+    label_prob: np.ndarray  # float32, N
+    suspicion_order: np.ndarray  # indices, most suspicious first
+    paths: list[str] | None
+    summary: dict[str, Any]
+    engine_version: str
+    device: str
+
+
+def save_outcome(session: Session, audit: Audit, outcome: Outcome) -> None:
+    flagged = np.flatnonzero(outcome.is_flagged)
+    rank = np.empty(outcome.scores.size, dtype=np.int64)
+    rank[outcome.suspicion_order] = np.arange(outcome.scores.size)
+    flagged_rank = np.argsort(rank[flagged], kind="stable")  # ranks among flagged: 0..F-1
+    dense_rank = np.empty(flagged.size, dtype=np.int64)
+    dense_rank[flagged_rank] = np.arange(flagged.size)
+    rows = [
+        {
+            "audit_id": audit.id,
+            "index": int(i),
+            "rank": int(r),
+            "score": float(outcome.scores[i]),
+            "label": int(outcome.labels[i]),
+            "voted_label": int(outcome.voted_label[i]) if outcome.voted_label[i] >= 0 else None,
+            "label_prob": float(outcome.label_prob[i]),
+            "path": outcome.paths[i] if outcome.paths is not None else None,
+        }
+        for i, r in zip(flagged, dense_rank, strict=True)
+    ]
+    session.execute(delete(FlaggedSample).where(FlaggedSample.audit_id == audit.id))
+    session.execute(delete(AuditScores).where(AuditScores.audit_id == audit.id))
+    if rows:
+        session.execute(insert(FlaggedSample), rows)
+    session.add(
+        AuditScores(audit_id=audit.id, scores=outcome.scores.astype("<f4", copy=False).tobytes())
+    )
+    audit.status = AuditStatus.SUCCEEDED
+    audit.finished_at = utcnow()
+    audit.n_flagged = int(flagged.size)
+    audit.summary = outcome.summary
+    audit.engine_version = outcome.engine_version
+    audit.device = outcome.device
+    audit.error = None
+
+
+def finish(session: Session, audit: Audit, status: AuditStatus, error: str | None = None) -> None:
+    audit.status = status
+    audit.finished_at = utcnow()
+    audit.error = error

@@ -1,0 +1,56 @@
+"""One settings object, read from the environment (and a ``.env`` file).
+
+Every URL defaults to a file under ``DATA_DIR``, so the embedded default needs no server:
+SQLite for the database, kombu's SQLAlchemy transport (another SQLite file) for the broker, and a
+local folder for stored uploads. Setting ``DATABASE_URL`` and ``BROKER_URL`` switches to PostgreSQL
+and Redis; ``STORAGE_URL`` to any fsspec URL (``s3://bucket/prefix``) shared by API and workers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "dataset-audit"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    broker_url: str | None = None
+    storage_url: str | None = None
+
+    max_upload_bytes: int = 8 * 2**30
+    default_preset: str = "fast"
+    # The worker writes progress to the database at most this often (seconds).
+    progress_interval_s: float = 2.0
+    # A running audit whose worker has not reported for this long is taken as lost.
+    heartbeat_timeout_s: float = 600.0
+    # The device the worker's engine runs on: "auto" picks CUDA when present.
+    worker_device: str = "auto"
+    # Redis redelivers an unacknowledged task after this long; it must outlast the longest audit.
+    broker_visibility_timeout_s: int = 48 * 3600
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'audits.sqlite'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or str(self.data_dir / "storage")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,116 @@
+"""The worker's audit runner, without Celery: the real engine on real images, on SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app.context import Context
+from app.db import transaction
+from app.main import create_app
+from app.migrate import upgrade
+from app.models import Audit, AuditStatus
+from app.settings import Settings
+from tests.dataset_files import write_npz
+from worker.runner import run_audit
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = Settings(data_dir=tmp_path / "data", progress_interval_s=0.0, worker_device="cpu")
+    upgrade(settings.resolved_database_url)
+    return settings
+
+
+@pytest.fixture
+def context(settings: Settings) -> Context:
+    return Context.from_settings(settings)
+
+
+def submit(settings: Settings, path: Path) -> uuid.UUID:
+    with TestClient(create_app(settings)) as client, path.open("rb") as file:
+        response = client.post(
+            "/audits", files={"file": (path.name, file)}, data={"preset": "tiny"}
+        )
+    assert response.status_code == 202, response.text
+    return uuid.UUID(response.json()["id"])
+
+
+def stored(context: Context, audit_id: uuid.UUID) -> Audit:
+    with context.sessions() as session:
+        audit = session.get(Audit, audit_id)
+        assert audit is not None
+        return audit
+
+
+def test_an_audit_runs_once_and_saves_its_outcome(
+    settings: Settings, context: Context, tmp_path: Path, small_fashion
+) -> None:
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+
+    assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
+    audit = stored(context, audit_id)
+    assert audit.status == AuditStatus.SUCCEEDED
+    assert (audit.attempts, audit.progress_stage) == (1, "refinement")
+    assert audit.progress_done == audit.progress_total > 0
+    assert audit.n_flagged is not None
+    assert audit.summary is not None
+    assert sum(c["n_samples"] for c in audit.summary["classes"]) == 600
+    assert not (
+        settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+    ).exists()
+
+    # A redelivered task finds the audit finished and leaves it alone.
+    assert run_audit(context, audit_id) is None
+    assert stored(context, audit_id).attempts == 1
+    assert run_audit(context, uuid.uuid4()) is None
+
+
+def test_a_cancel_stops_the_engine_at_its_next_progress_report(
+    settings: Settings, context: Context, tmp_path: Path, small_fashion
+) -> None:
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+    with transaction(context.sessions) as session:
+        session.execute(update(Audit).where(Audit.id == audit_id).values(cancel_requested=True))
+
+    assert run_audit(context, audit_id) == AuditStatus.CANCELLED
+    audit = stored(context, audit_id)
+    assert audit.error == "cancelled while running"
+    assert audit.progress_stage == "clustering"
+
+
+def test_a_dataset_the_engine_refuses_fails_with_its_reason(
+    settings: Settings, context: Context, tmp_path: Path, small_fashion
+) -> None:
+    images, labels = small_fashion
+    path = tmp_path / "few.npz"
+    write_npz(path, images[:40], labels[:40])  # far too few samples for the tiny preset
+    audit_id = submit(settings, path)
+
+    assert run_audit(context, audit_id) == AuditStatus.FAILED
+    error = stored(context, audit_id).error
+    assert error is not None
+    assert error.startswith("the dataset cannot be audited:")
+
+
+def test_a_dataset_broken_in_storage_fails_with_a_readable_message(
+    settings: Settings, context: Context, tmp_path: Path, small_fashion
+) -> None:
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+    target = settings.data_dir / "storage" / "audits" / str(audit_id) / "dataset.npz"
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+
+    assert run_audit(context, audit_id) == AuditStatus.FAILED
+    error = stored(context, audit_id).error
+    assert error is not None
+    assert error.startswith("the dataset cannot be read:")

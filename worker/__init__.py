@@ -1,0 +1,1 @@
+"""Celery glue: the task that runs the engine on a stored upload and saves the result."""
