@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from app.client import AuditClient
     from app.schemas import AuditRead
     from incompat import DetectionResult
+    from incompat.attacks import PoisonedDataset
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -66,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--target", type=int, default=7, help="target class (default 7, sneaker)")
     _engine_options(demo)
     demo.add_argument("--output", "-o", type=Path, help="write the result as JSON here")
+    demo.add_argument(
+        "--server", help="audit through the service at this URL (see 'serve') instead of here"
+    )
     demo.set_defaults(handler=_demo)
 
     serve = verbs.add_parser(
@@ -159,6 +163,8 @@ def _demo(args: argparse.Namespace) -> int:
         f"({FASHION_MNIST_CLASSES[args.source]} -> {FASHION_MNIST_CLASSES[args.target]}) "
         f"in {args.samples} Fashion-MNIST images."
     )
+    if args.server:
+        return _demo_on_server(args, planted)
     result, seconds = _run_engine(planted.images, planted.labels, args)
     _print_summary(result, seconds)
     metrics = detection_metrics(result.is_flagged, planted.is_poison)
@@ -170,6 +176,44 @@ def _demo(args: argparse.Namespace) -> int:
     if args.output:
         payload = _result_json(result, args.preset, seconds)
         payload["ground_truth"] = {"poisons": planted.poison_indices.tolist(), **metrics.to_dict()}
+        _write_json(args.output, payload)
+    return EXIT_OK
+
+
+def _demo_on_server(args: argparse.Namespace, planted: PoisonedDataset) -> int:
+    """The demo through the service: upload the planted dataset, wait, score the flagged list."""
+    import tempfile
+
+    import numpy as np
+
+    from incompat.datasets import FASHION_MNIST_CLASSES
+    from incompat.metrics import detection_metrics
+
+    with tempfile.TemporaryDirectory() as folder, _client(args) as client:
+        path = Path(folder) / "fashion-mnist-planted.npz"
+        np.savez(path, x=planted.images, y=planted.labels, classes=np.array(FASHION_MNIST_CLASSES))
+        audit = client.submit(path, preset=args.preset, seed=args.seed, name="demo")
+        print(f"Uploaded to {client.server}: audit {audit.id}")
+        audit = _wait(client, audit)
+        _print_audit(audit)
+        if audit.status != "succeeded":
+            return EXIT_ERROR
+        flagged = client.flagged(audit.id)
+    is_flagged = np.zeros(planted.labels.size, dtype=bool)
+    is_flagged[[item.index for item in flagged]] = True
+    metrics = detection_metrics(is_flagged, planted.is_poison)
+    print(
+        f"Against the planted truth: recall {metrics.recall:.3f}, "
+        f"precision {metrics.precision:.3f}, "
+        f"clean samples flagged {metrics.clean_flag_rate:.2%}."
+    )
+    print(f"Results: {client.server}/audits/{audit.id}/flagged")
+    if args.output:
+        payload = {
+            "audit": audit.model_dump(mode="json"),
+            "flagged": [item.index for item in flagged],
+            "ground_truth": {"poisons": planted.poison_indices.tolist(), **metrics.to_dict()},
+        }
         _write_json(args.output, payload)
     return EXIT_OK
 

@@ -139,3 +139,16 @@ def test_the_cli_reports_errors_with_exit_2(
     assert "422" in capsys.readouterr().err
     assert main(["status", "x", "--server", f"http://127.0.0.1:{free_port()}"]) == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_demo_runs_through_the_service(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo", "--server", server, "--samples", "3000", "--preset", "tiny", "--seed", "0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Planted 30 'pattern' poisons (Trouser -> Sneaker)" in out
+    recall = float(out.split("recall ")[1].split(",")[0])
+    assert recall >= 0.9, out
+    assert "class 7 (Sneaker): " in out
