@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.formats import Limits
+
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "dataset-audit"
@@ -28,6 +30,8 @@ class Settings(BaseSettings):
     storage_url: str | None = None
 
     max_upload_bytes: int = 8 * 2**30
+    max_samples: int = 5_000_000
+    max_image_side: int = 4096
     default_preset: str = "fast"
     # The worker writes progress to the database at most this often (seconds).
     progress_interval_s: float = 2.0
@@ -37,6 +41,10 @@ class Settings(BaseSettings):
     worker_device: str = "auto"
     # Redis redelivers an unacknowledged task after this long; it must outlast the longest audit.
     broker_visibility_timeout_s: int = 48 * 3600
+
+    @property
+    def dataset_limits(self) -> Limits:
+        return Limits(max_samples=self.max_samples, max_image_side=self.max_image_side)
 
     @property
     def resolved_database_url(self) -> str:

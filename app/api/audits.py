@@ -103,7 +103,9 @@ async def create_audit(request: Request, response: Response, context: ContextDep
     try:
         preset, seed, name = _options(upload.fields, settings.default_preset)
         try:
-            info = await run_in_threadpool(inspect_dataset, upload.path)
+            info = await run_in_threadpool(
+                inspect_dataset, upload.path, limits=settings.dataset_limits
+            )
         except DatasetError as exc:
             raise HTTPException(422, f"{upload.filename or 'the file'}: {exc}") from exc
         audit_id = uuid.uuid4()

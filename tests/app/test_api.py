@@ -293,3 +293,11 @@ def multipart_body(payload: bytes) -> tuple[bytes, str]:
         + f"\r\n--{boundary}--\r\n".encode()
     )
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_datasets_over_the_sample_limit_are_422(settings: Settings, npz_path: Path) -> None:
+    limited = settings.model_copy(update={"max_samples": 100})
+    with TestClient(create_app(limited)) as client:
+        response = upload(client, npz_path)
+    assert response.status_code == 422
+    assert "600 samples; at most 100" in response.json()["detail"]
