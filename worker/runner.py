@@ -73,7 +73,7 @@ def run_audit(context: Context, audit_id: uuid.UUID) -> AuditStatus | None:
 
     try:
         with context.storage.local_copy(key) as path:
-            dataset = load_dataset(path)
+            dataset = load_dataset(path, limits=context.settings.dataset_limits)
     except DatasetError as exc:
         return _end(context, audit_id, AuditStatus.FAILED, f"the dataset cannot be read: {exc}")
 
