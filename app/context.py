@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anyio import CapacityLimiter
 from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,8 +20,16 @@ class Context:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    # Read-only requests run without BEGIN/ROLLBACK: each statement sees committed data, and a
+    # worker writes an audit's outcome and status in one transaction, so nothing half-done shows.
+    reads: sessionmaker[Session]
     storage: Storage
     celery: Celery
+    # Bounds the API's concurrent database work; made inside the event loop (``bind_loop``).
+    db_threads: CapacityLimiter | None = None
+
+    def bind_loop(self) -> None:
+        self.db_threads = CapacityLimiter(self.settings.api_db_threads)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Context:
@@ -30,9 +39,17 @@ class Context:
             settings=settings,
             engine=engine,
             sessions=make_sessionmaker(engine),
+            reads=make_sessionmaker(_read_only(engine)),
             storage=Storage(settings.resolved_storage_url),
             celery=make_celery(settings),
         )
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _read_only(engine: Engine) -> Engine:
+    # A server round trip saved per BEGIN and ROLLBACK; SQLite has no round trips to save.
+    if engine.dialect.name == "sqlite":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")

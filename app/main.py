@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -21,6 +22,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.context = Context.from_settings(settings)
+        app.state.context.bind_loop()
+        # Everything imported so far lives as long as the process: keeping it out of the
+        # collector's view spares each full collection a walk over it (tens of milliseconds,
+        # felt as tail latency).
+        gc.collect()
+        gc.freeze()
         yield
         app.state.context.close()
 

@@ -113,7 +113,10 @@ class FlaggedSample(Base):
         ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
     )
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # Position in the engine's most-suspicious order (0 = most suspicious): the score alone ties.
+    # Dense positions among the audit's flagged samples, for paging by index range:
+    # ``ordinal`` in dataset order, ``rank`` in the engine's most-suspicious order (0 = most
+    # suspicious; the score alone ties).
+    ordinal: Mapped[int] = mapped_column(Integer)
     rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
     label: Mapped[int] = mapped_column(BigInteger)
@@ -121,4 +124,7 @@ class FlaggedSample(Base):
     label_prob: Mapped[float] = mapped_column(Float)
     path: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_flagged_samples_rank", "audit_id", "rank"),)
+    __table_args__ = (
+        Index("ix_flagged_samples_ordinal", "audit_id", "ordinal", unique=True),
+        Index("ix_flagged_samples_rank", "audit_id", "rank", unique=True),
+    )

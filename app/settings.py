@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     max_samples: int = 5_000_000
     max_image_side: int = 4096
     default_preset: str = "fast"
+    # Database work the API runs at once; more requests wait their turn in the event loop.
+    api_db_threads: int = 8
     # The worker writes progress to the database at most this often (seconds).
     progress_interval_s: float = 2.0
     # A running audit whose worker has not reported for this long is taken as lost.

@@ -76,6 +76,11 @@ def run_audit(context: Context, audit_id: uuid.UUID) -> AuditStatus | None:
             dataset = load_dataset(path, limits=context.settings.dataset_limits)
     except DatasetError as exc:
         return _end(context, audit_id, AuditStatus.FAILED, f"the dataset cannot be read: {exc}")
+    except FileNotFoundError:
+        return _end(context, audit_id, AuditStatus.FAILED, "the stored upload is missing")
+    except Exception as exc:
+        log.exception("audit %s: loading failed", audit_id)
+        return _end(context, audit_id, AuditStatus.FAILED, f"internal error: {exc!r}")
 
     checkpoint = _checkpoint_path(context, audit_id)
     device = None if context.settings.worker_device == "auto" else context.settings.worker_device

@@ -11,8 +11,11 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
-from app.api.deps import AuditDep, ContextDep, SessionDep
+from app.api.deps import ContextDep, in_session, with_audit
+from app.context import Context
 from app.formats import DatasetError, DatasetInfo, inspect_dataset
 from app.models import Audit, AuditStatus
 from app.queue import send_audit
@@ -126,54 +129,57 @@ async def create_audit(request: Request, response: Response, context: ContextDep
 
 
 @router.get("", summary="List audits, newest first")
-def list_audits(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> Page[AuditRead]:
-    audits, total = service.list_audits(session, limit=limit, offset=offset)
-    return Page[AuditRead](
-        items=[to_read(a) for a in audits], total=total, limit=limit, offset=offset
-    )
+async def list_audits(
+    context: ContextDep, limit: Limit = 50, offset: Offset = 0
+) -> Page[AuditRead]:
+    def page(session: Session) -> Page[AuditRead]:
+        audits, total = service.list_audits(session, limit=limit, offset=offset)
+        items = [to_read(a) for a in audits]
+        return Page[AuditRead](items=items, total=total, limit=limit, offset=offset)
+
+    return await in_session(context, page)
 
 
-@router.get("/{audit_id}", summary="An audit's status, progress and summary", responses=NOT_FOUND)
-def get_audit(audit: AuditDep) -> AuditRead:
-    return to_read(audit)
+@router.get(
+    "/{audit_id}",
+    summary="An audit's status, progress and summary",
+    response_model=AuditRead,
+    responses=NOT_FOUND,
+)
+async def get_audit(audit_id: uuid.UUID, context: ContextDep) -> Response:
+    return await with_audit(context, audit_id, lambda _, audit: json_response(to_read(audit)))
 
 
 @router.get(
     "/{audit_id}/flagged",
     summary="The flagged samples, with their scores",
+    response_model=FlaggedPage,
     responses={**NOT_FOUND, **NOT_FINISHED},
 )
-def get_flagged(
-    audit: AuditDep,
-    session: SessionDep,
+async def get_flagged(
+    audit_id: uuid.UUID,
+    context: ContextDep,
     limit: Limit = 100,
     offset: Offset = 0,
     sort: Annotated[
         Literal["index", "score"],
         Query(description="index: dataset order; score: most suspicious first."),
     ] = "index",
-) -> FlaggedPage:
-    _require_succeeded(audit)
-    rows = service.flagged_page(session, audit, sort=sort, limit=limit, offset=offset)
-    return FlaggedPage(
-        audit_id=audit.id,
-        items=[
-            FlaggedItem(
-                index=r.index,
-                score=r.score,
-                rank=r.rank,
-                label=r.label,
-                voted_label=r.voted_label,
-                label_prob=r.label_prob,
-                path=r.path,
-            )
-            for r in rows
-        ],
-        total=audit.n_flagged or 0,
-        limit=limit,
-        offset=offset,
-        sort=sort,
-    )
+) -> Response:
+    def page(session: Session, audit: Audit) -> Response:
+        _require_succeeded(audit)
+        rows = service.flagged_page(session, audit, sort=sort, limit=limit, offset=offset)
+        body = FlaggedPage(
+            audit_id=audit.id,
+            items=[FlaggedItem.model_validate(row, from_attributes=True) for row in rows],
+            total=audit.n_flagged or 0,
+            limit=limit,
+            offset=offset,
+            sort=sort,
+        )
+        return json_response(body)
+
+    return await with_audit(context, audit_id, page)
 
 
 @router.get(
@@ -186,27 +192,31 @@ def get_flagged(
     },
     response_model=Scores,
 )
-def get_scores(
-    audit: AuditDep,
-    session: SessionDep,
+async def get_scores(
+    audit_id: uuid.UUID,
+    context: ContextDep,
     format: Annotated[
         Literal["json", "npy"], Query(description="npy: float32 array, one score per sample.")
     ] = "json",
 ) -> Response:
-    _require_succeeded(audit)
-    values = service.scores(session, audit)
-    if values is None:
-        raise HTTPException(409, "the audit's scores are missing")
-    if format == "npy":
-        buffer = io.BytesIO()
-        np.save(buffer, values.astype(np.float32), allow_pickle=False)
-        return Response(
-            buffer.getvalue(),
-            media_type="application/x-npy",
-            headers={"Content-Disposition": f'attachment; filename="scores-{audit.id}.npy"'},
-        )
-    body = Scores(audit_id=audit.id, n_samples=values.size, scores=values.tolist())
-    return JSONResponse(body.model_dump(mode="json"))
+    def scores(session: Session, audit: Audit) -> Response:
+        _require_succeeded(audit)
+        values = service.scores(session, audit)
+        if values is None:
+            raise HTTPException(409, "the audit's scores are missing")
+        if format == "npy":
+            buffer = io.BytesIO()
+            np.save(buffer, values.astype(np.float32), allow_pickle=False)
+            disposition = f'attachment; filename="scores-{audit.id}.npy"'
+            return Response(
+                buffer.getvalue(),
+                media_type="application/x-npy",
+                headers={"Content-Disposition": disposition},
+            )
+        body = Scores(audit_id=audit.id, n_samples=values.size, scores=values.tolist())
+        return JSONResponse(body.model_dump(mode="json"))
+
+    return await with_audit(context, audit_id, scores)
 
 
 @router.delete(
@@ -220,17 +230,26 @@ def get_scores(
         204: {"description": "A finished audit, deleted with its stored data."},
     },
 )
-def delete_audit(audit: AuditDep, session: SessionDep, context: ContextDep) -> Response:
-    if AuditStatus(audit.status).finished:
-        service.delete_audit(session, audit)
+async def delete_audit(audit_id: uuid.UUID, context: ContextDep) -> Response:
+    def cancel_or_delete(session: Session, audit: Audit) -> Response:
+        if AuditStatus(audit.status).finished:
+            service.delete_audit(session, audit)
+            session.commit()
+            context.storage.delete_prefix(f"audits/{audit.id}")
+            return Response(status_code=204)
+        service.request_cancel(session, audit)
         session.commit()
-        context.storage.delete_prefix(f"audits/{audit.id}")
-        return Response(status_code=204)
-    service.request_cancel(session, audit)
-    session.commit()
-    session.refresh(audit)
-    code = 200 if audit.status == AuditStatus.CANCELLED else 202
-    return JSONResponse(to_read(audit).model_dump(mode="json"), status_code=code)
+        session.refresh(audit)
+        code = 200 if audit.status == AuditStatus.CANCELLED else 202
+        return JSONResponse(to_read(audit).model_dump(mode="json"), status_code=code)
+
+    return await with_audit(context, audit_id, cancel_or_delete, write=True)
+
+
+def json_response(body: BaseModel, status_code: int = 200) -> Response:
+    """The model serialized once: the hot read paths skip FastAPI's second validation of a
+    return value that was built from validated parts."""
+    return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 def to_read(audit: Audit) -> AuditRead:
@@ -311,7 +330,7 @@ def _extension(info: DatasetInfo) -> str:
 
 
 def _insert(
-    context: ContextDep,
+    context: Context,
     audit_id: uuid.UUID,
     key: str,
     upload: Upload,

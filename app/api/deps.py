@@ -1,17 +1,30 @@
-"""Dependencies the routes declare."""
+"""What the routes share: the process's context, and running database work in one thread.
+
+Routes are ``async`` and hand all their database work to one worker thread with
+``in_session``, at most ``API_DB_THREADS`` at a time: past that, requests wait in the event loop
+rather than as threads contending for the interpreter, so a burst drains at full speed.
+
+(A sync session dependency would hold a pooled connection across FastAPI's separate threadpool
+hops, dependency then endpoint; with more requests in flight than threads plus pooled
+connections, every thread then waits for a connection held by a request that waits for a thread,
+until the pool times out.)
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.context import Context
 from app.models import Audit
 from app.services import audits as service
+
+T = TypeVar("T")
 
 
 def get_context(request: Request) -> Context:
@@ -22,19 +35,30 @@ def get_context(request: Request) -> Context:
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
-def get_session(context: ContextDep) -> Iterator[Session]:
-    with context.sessions() as session:
-        yield session
+async def in_session(context: Context, work: Callable[[Session], T], *, write: bool = False) -> T:
+    """Run ``work`` in a worker thread on a session that ends with it: a read-only one (no
+    transaction round trips) unless ``write``."""
+
+    def run() -> T:
+        with (context.sessions if write else context.reads)() as session:
+            return work(session)
+
+    return await anyio.to_thread.run_sync(run, limiter=context.db_threads)
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+async def with_audit(
+    context: Context,
+    audit_id: uuid.UUID,
+    work: Callable[[Session, Audit], T],
+    *,
+    write: bool = False,
+) -> T:
+    """``in_session``, with the audit loaded first (404 when there is none)."""
 
+    def run(session: Session) -> T:
+        audit = service.get_audit(session, audit_id)
+        if audit is None:
+            raise HTTPException(404, f"no audit {audit_id}")
+        return work(session, audit)
 
-def get_audit_or_404(audit_id: uuid.UUID, session: SessionDep) -> Audit:
-    audit = service.get_audit(session, audit_id)
-    if audit is None:
-        raise HTTPException(404, f"no audit {audit_id}")
-    return audit
-
-
-AuditDep = Annotated[Audit, Depends(get_audit_or_404)]
+    return await in_session(context, run, write=write)

@@ -4,7 +4,7 @@ the caller owns the transaction."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -27,6 +27,20 @@ def list_audits(session: Session, *, limit: int, offset: int) -> tuple[list[Audi
     return list(rows), total
 
 
+@dataclass(frozen=True, slots=True)
+class FlaggedRow:
+    index: int
+    rank: int
+    score: float
+    label: int
+    voted_label: int | None
+    label_prob: float
+    path: str | None
+
+
+_FLAGGED_COLUMNS = tuple(getattr(FlaggedSample, f.name) for f in fields(FlaggedRow))
+
+
 def flagged_page(
     session: Session,
     audit: Audit,
@@ -34,16 +48,18 @@ def flagged_page(
     sort: Literal["index", "score"],
     limit: int,
     offset: int,
-) -> list[FlaggedSample]:
-    order = FlaggedSample.index if sort == "index" else FlaggedSample.rank
-    rows = session.scalars(
-        select(FlaggedSample)
-        .where(FlaggedSample.audit_id == audit.id)
-        .order_by(order)
+) -> list[FlaggedRow]:
+    """One page of flagged samples, as plain rows. Both orders are dense numberings of the
+    flagged samples (``ordinal`` by index, ``rank`` by suspicion), so a page is a range of an
+    index rather than an OFFSET that steps over every row before it."""
+    position = FlaggedSample.ordinal if sort == "index" else FlaggedSample.rank
+    query = (
+        select(*_FLAGGED_COLUMNS)
+        .where(FlaggedSample.audit_id == audit.id, position >= offset)
+        .order_by(position)
         .limit(limit)
-        .offset(offset)
     )
-    return list(rows)
+    return [FlaggedRow(*row) for row in session.execute(query)]
 
 
 def scores(session: Session, audit: Audit) -> np.ndarray | None:
@@ -52,13 +68,22 @@ def scores(session: Session, audit: Audit) -> np.ndarray | None:
 
 
 def request_cancel(session: Session, audit: Audit) -> None:
-    """A queued audit is cancelled at once; a running one when its worker next reports."""
-    if audit.status == AuditStatus.QUEUED:
-        audit.status = AuditStatus.CANCELLED
-        audit.finished_at = utcnow()
-        audit.error = "cancelled before it started"
-    elif audit.status == AuditStatus.RUNNING:
-        audit.cancel_requested = True
+    """A queued audit is cancelled at once; a running one when its worker next reports. Both
+    are conditional updates, so a worker claiming the audit at the same moment cannot be
+    overwritten: the audit then counts as running and is asked to stop."""
+    cancelled = session.execute(
+        update(Audit)
+        .where(Audit.id == audit.id, Audit.status == AuditStatus.QUEUED)
+        .values(
+            status=AuditStatus.CANCELLED, finished_at=utcnow(), error="cancelled before it started"
+        )
+    )
+    if cancelled.rowcount != 1:  # type: ignore[attr-defined]
+        session.execute(
+            update(Audit)
+            .where(Audit.id == audit.id, Audit.status == AuditStatus.RUNNING)
+            .values(cancel_requested=True)
+        )
 
 
 def delete_audit(session: Session, audit: Audit) -> None:
@@ -141,6 +166,7 @@ def save_outcome(session: Session, audit: Audit, outcome: Outcome) -> None:
         {
             "audit_id": audit.id,
             "index": int(i),
+            "ordinal": ordinal,
             "rank": int(r),
             "score": float(outcome.scores[i]),
             "label": int(outcome.labels[i]),
@@ -148,7 +174,7 @@ def save_outcome(session: Session, audit: Audit, outcome: Outcome) -> None:
             "label_prob": float(outcome.label_prob[i]),
             "path": outcome.paths[i] if outcome.paths is not None else None,
         }
-        for i, r in zip(flagged, dense_rank, strict=True)
+        for ordinal, (i, r) in enumerate(zip(flagged, dense_rank, strict=True))
     ]
     session.execute(delete(FlaggedSample).where(FlaggedSample.audit_id == audit.id))
     session.execute(delete(AuditScores).where(AuditScores.audit_id == audit.id))

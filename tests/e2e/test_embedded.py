@@ -142,9 +142,7 @@ def test_the_cli_reports_errors_with_exit_2(
 
 
 @pytest.mark.slow
-def test_the_demo_runs_through_the_service(
-    server: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_demo_runs_through_the_service(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["demo", "--server", server, "--samples", "3000", "--preset", "tiny", "--seed", "0"]
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -114,3 +114,36 @@ def test_a_dataset_broken_in_storage_fails_with_a_readable_message(
     error = stored(context, audit_id).error
     assert error is not None
     assert error.startswith("the dataset cannot be read:")
+
+
+def test_an_audit_runs_from_remote_storage(tmp_path: Path, small_fashion) -> None:
+    """Any fsspec URL works as storage: fsspec's in-memory filesystem stands in for S3 here."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        storage_url=f"memory://audits-{uuid.uuid4().hex}",
+        progress_interval_s=0.0,
+        worker_device="cpu",
+    )
+    upgrade(settings.resolved_database_url)
+    context = Context.from_settings(settings)
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+    assert context.storage.exists(f"audits/{audit_id}/dataset.npz")
+    assert not (settings.data_dir / "storage").exists()
+
+    assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
+    # The checkpoint lived in the worker's own folder, and is gone with the audit done.
+    assert not list((settings.data_dir / "checkpoints").rglob("*.npz"))
+
+
+def test_a_missing_upload_fails_the_audit(
+    settings: Settings, context: Context, tmp_path: Path, small_fashion
+) -> None:
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+    (settings.data_dir / "storage" / "audits" / str(audit_id) / "dataset.npz").unlink()
+
+    assert run_audit(context, audit_id) == AuditStatus.FAILED
+    assert stored(context, audit_id).error == "the stored upload is missing"

@@ -80,6 +80,7 @@ def upgrade() -> None:
         "flagged_samples",
         sa.Column("audit_id", sa.Uuid(), nullable=False),
         sa.Column("index", sa.Integer(), nullable=False),
+        sa.Column("ordinal", sa.Integer(), nullable=False),
         sa.Column("rank", sa.Integer(), nullable=False),
         sa.Column("score", sa.Float(), nullable=False),
         sa.Column("label", sa.BigInteger(), nullable=False),
@@ -90,12 +91,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("audit_id", "index"),
     )
     with op.batch_alter_table("flagged_samples", schema=None) as batch_op:
-        batch_op.create_index("ix_flagged_samples_rank", ["audit_id", "rank"], unique=False)
+        batch_op.create_index("ix_flagged_samples_ordinal", ["audit_id", "ordinal"], unique=True)
+        batch_op.create_index("ix_flagged_samples_rank", ["audit_id", "rank"], unique=True)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("flagged_samples", schema=None) as batch_op:
         batch_op.drop_index("ix_flagged_samples_rank")
+        batch_op.drop_index("ix_flagged_samples_ordinal")
 
     op.drop_table("flagged_samples")
     op.drop_table("audit_scores")
