@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.formats import DatasetError, load_dataset
 from app.progress import ProgressDisplay
+from app.schemas import PRESET_NAMES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_ERROR = 2
-PRESET_NAMES = ("tiny", "fast", "paper")
+DEFAULT_MAX_FLAGGED_FRACTION = 0.05
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +107,32 @@ def _parser() -> argparse.ArgumentParser:
     flagged.add_argument("--json", action="store_true", help="print JSON lines, one per sample")
     _server_option(flagged)
     flagged.set_defaults(handler=_flagged)
+
+    ci = verbs.add_parser(
+        "ci",
+        help="audit a dataset from a CI pipeline: exit 0 within the thresholds, 1 over them "
+        "(poisoned), 2 on an error",
+    )
+    ci.add_argument("data", type=Path, help=DATA_HELP)
+    ci.add_argument("--preset", choices=PRESET_NAMES, default="fast", help="default: fast")
+    ci.add_argument("--seed", type=int, default=0)
+    ci.add_argument("--name", help="a name to know the audit by")
+    ci.add_argument(
+        "--max-flagged-fraction", type=float, metavar="F", default=None,
+        help="fail when more than this share of samples is flagged (default 0.05 when neither "
+        "limit is given). The engine flags a few per cent of clean data (3-4 %% on "
+        "Fashion-MNIST with 'fast'): set it from an audit of data you trust",
+    )  # fmt: skip
+    ci.add_argument("--max-flagged", type=int, metavar="N", help="fail above N flagged samples")
+    ci.add_argument("--timeout", type=float, metavar="S", help="give up (exit 2) after S seconds")
+    ci.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    ci.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report")
+    ci.add_argument(
+        "--no-reuse", dest="reuse", action="store_false",
+        help="audit again even when this content was audited with this preset and seed",
+    )  # fmt: skip
+    _server_option(ci)
+    ci.set_defaults(handler=_ci)
     return parser
 
 
@@ -321,6 +348,47 @@ def _flagged(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{len(items)} flagged", file=sys.stderr)
     return EXIT_OK
+
+
+def _ci(args: argparse.Namespace) -> int:
+    from app.ci_hook import (
+        EXIT_ERROR,
+        CiError,
+        Thresholds,
+        print_report,
+        run_ci,
+        write_json,
+        write_junit,
+    )
+    from app.client import AuditClientError
+
+    fraction = args.max_flagged_fraction
+    if fraction is None and args.max_flagged is None:
+        fraction = DEFAULT_MAX_FLAGGED_FRACTION
+    thresholds = Thresholds(max_flagged_fraction=fraction, max_flagged=args.max_flagged)
+    progress = ProgressDisplay()
+
+    def show(current: AuditRead) -> None:
+        if current.progress.stage:
+            progress(current.progress.stage, current.progress.done, current.progress.total)
+
+    try:
+        with _client(args) as client:
+            report = run_ci(
+                client, args.data, preset=args.preset, seed=args.seed, thresholds=thresholds,
+                timeout_s=args.timeout, reuse=args.reuse, name=args.name, on_progress=show,
+            )  # fmt: skip
+    except (CiError, AuditClientError) as exc:
+        progress.close()
+        print(f"dataset-audit ci: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    progress.close()
+    print_report(report)
+    if args.junit:
+        write_junit(report, args.junit)
+    if args.json:
+        write_json(report, args.json)
+    return report.exit_code
 
 
 def _wait(client: AuditClient, audit: AuditRead) -> AuditRead:

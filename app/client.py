@@ -24,6 +24,7 @@ from app.models import AuditStatus
 from app.schemas import AuditRead, FlaggedItem, FlaggedPage, Page
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+REUSABLE = ("queued", "running", "succeeded")
 SERVER_ENV = "DATASET_AUDIT_SERVER"
 API_KEY_ENV = "DATASET_AUDIT_API_KEY"
 
@@ -70,10 +71,19 @@ class AuditClient:
         preset: str | None = None,
         seed: int | None = None,
         name: str | None = None,
+        callback_url: str | None = None,
+        reuse: bool = True,
     ) -> AuditRead:
-        """Upload a dataset file (streamed from disk) and start its audit."""
+        """Upload a dataset file (streamed from disk) and start its audit. With ``reuse``, the
+        server may answer with an earlier audit of the same content, preset and seed."""
         path = Path(path)
-        fields = {"preset": preset, "seed": None if seed is None else str(seed), "name": name}
+        fields = {
+            "preset": preset,
+            "seed": None if seed is None else str(seed),
+            "name": name,
+            "callback_url": callback_url,
+            "reuse": "true" if reuse else "false",
+        }
         data = {k: v for k, v in fields.items() if v is not None}
         with path.open("rb") as file:
             response = self._request(
@@ -84,9 +94,22 @@ class AuditClient:
     def get(self, audit_id: uuid.UUID | str) -> AuditRead:
         return AuditRead.model_validate(self._request("GET", f"/audits/{audit_id}").json())
 
-    def list_audits(self, *, limit: int = 50, offset: int = 0) -> Page[AuditRead]:
-        response = self._request("GET", "/audits", params={"limit": limit, "offset": offset})
+    def list_audits(
+        self, *, limit: int = 50, offset: int = 0, sha256: str | None = None
+    ) -> Page[AuditRead]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if sha256 is not None:
+            params["sha256"] = sha256
+        response = self._request("GET", "/audits", params=params)
         return Page[AuditRead].model_validate(response.json())
+
+    def find_reusable(self, sha256: str, *, preset: str, seed: int) -> AuditRead | None:
+        """An audit of this content with this preset and seed that has succeeded or still may:
+        the newest, if any. Lets a client skip uploading what the service has audited."""
+        for audit in self.list_audits(sha256=sha256, limit=100).items:
+            if (audit.preset, audit.seed) == (preset, seed) and audit.status in REUSABLE:
+                return audit
+        return None
 
     def wait(
         self,

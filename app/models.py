@@ -23,7 +23,7 @@ from sqlalchemy import (
     Text,
     Uuid,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -65,7 +65,7 @@ class Audit(Base):
 
     dataset_format: Mapped[str] = mapped_column(String(16))
     dataset_filename: Mapped[str | None] = mapped_column(String(255))
-    dataset_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    dataset_sha256: Mapped[str] = mapped_column(String(64))
     dataset_bytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(512))
     n_samples: Mapped[int] = mapped_column(Integer)
@@ -91,8 +91,17 @@ class Audit(Base):
     n_flagged: Mapped[int | None] = mapped_column(Integer)
     # Per-class counts, timings, learner counts: the engine's summary without per-sample arrays.
     summary: Mapped[dict[str, Any] | None] = mapped_column()
+    # Where to POST the summary when the audit ends.
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
 
-    __table_args__ = (Index("ix_audits_created_at", "created_at"),)
+    deliveries: Mapped[list[WebhookDelivery]] = relationship(
+        order_by="WebhookDelivery.attempt", passive_deletes=True
+    )
+
+    __table_args__ = (
+        Index("ix_audits_created_at", "created_at"),
+        Index("ix_audits_reuse", "dataset_sha256", "preset", "seed"),
+    )
 
 
 class AuditScores(Base):
@@ -128,3 +137,18 @@ class FlaggedSample(Base):
         Index("ix_flagged_samples_ordinal", "audit_id", "ordinal", unique=True),
         Index("ix_flagged_samples_rank", "audit_id", "rank", unique=True),
     )
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver an audit's end to its ``callback_url``."""
+
+    __tablename__ = "webhook_deliveries"
+
+    audit_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1, 2, ...
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None: no answer
+    error: Mapped[str | None] = mapped_column(Text)
+    delivered: Mapped[bool] = mapped_column(default=False)

@@ -10,6 +10,7 @@ from celery import Celery
 from app.settings import Settings
 
 RUN_AUDIT = "audit.run"
+NOTIFY = "audit.notify"
 QUEUE = "audits"
 
 
@@ -49,3 +50,8 @@ def send_audit(celery: Celery, audit_id: uuid.UUID) -> None:
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )
+
+
+def send_notify(celery: Celery, audit_id: uuid.UUID, *, countdown: float = 0.0) -> None:
+    """Deliver the audit's webhook (now, or after ``countdown`` seconds for a retry)."""
+    celery.send_task(NOTIFY, args=[str(audit_id)], queue=QUEUE, countdown=countdown or None)

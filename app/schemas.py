@@ -70,6 +70,24 @@ class AuditLinks(BaseModel):
     scores: str
 
 
+class Delivery(BaseModel):
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None = Field(description="The receiver's answer; null when none came.")
+    error: str | None
+    delivered: bool
+
+    @field_validator("attempted_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime | None:
+        return _as_utc(value)
+
+
+class Webhook(BaseModel):
+    url: str
+    deliveries: list[Delivery] = Field(description="Attempts so far, first first.")
+
+
 class AuditRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -88,15 +106,22 @@ class AuditRead(BaseModel):
     engine_version: str | None
     attempts: int
     summary: AuditSummary | None
+    webhook: Webhook | None = Field(
+        default=None, description="The callback URL and its delivery attempts, if one was given."
+    )
     links: AuditLinks
 
     @field_validator("created_at", "started_at", "finished_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        # SQLite hands back naive datetimes; every stored time is UTC.
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+        return _as_utc(value)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 class FlaggedItem(BaseModel):

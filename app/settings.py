@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = 600.0
     # The device the worker's engine runs on: "auto" picks CUDA when present.
     worker_device: str = "auto"
+    # Webhooks: deliveries are signed with this secret (HMAC-SHA256) and retried with doubling
+    # delays from ``webhook_retry_base_s`` until one succeeds or ``webhook_max_attempts`` failed.
+    webhook_secret: str | None = None
+    webhook_max_attempts: int = 6
+    webhook_retry_base_s: float = 10.0
+    webhook_timeout_s: float = 10.0
     # Redis redelivers an unacknowledged task after this long; it must outlast the longest audit.
     broker_visibility_timeout_s: int = 48 * 3600
 

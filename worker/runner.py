@@ -17,6 +17,7 @@ from app.context import Context
 from app.db import transaction
 from app.formats import DatasetError, load_dataset
 from app.models import Audit, AuditStatus
+from app.queue import send_notify
 from app.services import audits as service
 from incompat import DetectionResult, detect
 from worker.context import worker_name
@@ -111,8 +112,10 @@ def run_audit(context: Context, audit_id: uuid.UUID) -> AuditStatus | None:
         if stored is None:  # deleted meanwhile
             return None
         service.save_outcome(session, stored, outcome)
+        callback = stored.callback_url
     checkpoint.unlink(missing_ok=True)
     log.info("audit %s: %d of %d flagged", audit_id, outcome.is_flagged.sum(), result.n_samples)
+    _announce(context, audit_id, callback)
     return AuditStatus.SUCCEEDED
 
 
@@ -120,9 +123,21 @@ def _end(context: Context, audit_id: uuid.UUID, status: AuditStatus, error: str)
     log.info("audit %s: %s: %s", audit_id, status, error)
     with transaction(context.sessions) as session:
         audit = session.get(Audit, audit_id)
-        if audit is not None:
-            service.finish(session, audit, status, error)
+        if audit is None:
+            return status
+        service.finish(session, audit, status, error)
+        callback = audit.callback_url
+    _announce(context, audit_id, callback)
     return status
+
+
+def _announce(context: Context, audit_id: uuid.UUID, callback_url: str | None) -> None:
+    if callback_url is None:
+        return
+    try:
+        send_notify(context.celery, audit_id)
+    except Exception:  # the audit's result stands; only its webhook is lost
+        log.exception("audit %s: could not queue its webhook", audit_id)
 
 
 def _checkpoint_path(context: Context, audit_id: uuid.UUID) -> Path:

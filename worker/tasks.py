@@ -5,19 +5,36 @@ from __future__ import annotations
 import logging
 import uuid
 
-from app.queue import RUN_AUDIT
+from app.queue import NOTIFY, RUN_AUDIT, send_notify
 from worker.celery_app import celery_app
 from worker.context import worker_context
 from worker.runner import run_audit
+from worker.webhooks import deliver
 
 log = logging.getLogger(__name__)
 
 
 @celery_app.task(name=RUN_AUDIT, acks_late=True, reject_on_worker_lost=True)
 def run_audit_task(audit_id: str) -> None:
-    try:
-        parsed = uuid.UUID(audit_id)
-    except ValueError:
-        log.error("ignoring %s with a bad audit id %r", RUN_AUDIT, audit_id)
+    parsed = _audit_id(RUN_AUDIT, audit_id)
+    if parsed is not None:
+        run_audit(worker_context(), parsed)
+
+
+@celery_app.task(name=NOTIFY, acks_late=True)
+def notify_task(audit_id: str) -> None:
+    parsed = _audit_id(NOTIFY, audit_id)
+    if parsed is None:
         return
-    run_audit(worker_context(), parsed)
+    context = worker_context()
+    retry_in = deliver(context, parsed)
+    if retry_in is not None:
+        send_notify(context.celery, parsed, countdown=retry_in)
+
+
+def _audit_id(task: str, value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        log.error("ignoring %s with a bad audit id %r", task, value)
+        return None

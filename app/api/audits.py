@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -18,23 +20,19 @@ from app.api.deps import ContextDep, in_session, with_audit
 from app.context import Context
 from app.formats import DatasetError, DatasetInfo, inspect_dataset
 from app.models import Audit, AuditStatus
-from app.queue import send_audit
+from app.queue import send_audit, send_notify
 from app.schemas import (
     PRESET_NAMES,
-    AuditLinks,
     AuditRead,
-    AuditSummary,
-    ClassCounts,
-    Dataset,
     ErrorBody,
     FlaggedItem,
     FlaggedPage,
     Page,
-    Progress,
     Scores,
 )
 from app.services import audits as service
 from app.uploads import FILE_FIELD, Upload, UploadError, receive_upload
+from app.views import to_read
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/audits", tags=["audits"])
@@ -43,6 +41,7 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
 MAX_SEED = 2**63 - 1
 MAX_NAME = 200
+MAX_URL = 2048
 
 UPLOAD_BODY: dict[str, Any] = {
     "required": True,
@@ -62,6 +61,18 @@ UPLOAD_BODY: dict[str, Any] = {
                     "preset": {"type": "string", "enum": list(PRESET_NAMES), "default": "fast"},
                     "seed": {"type": "integer", "minimum": 0, "default": 0},
                     "name": {"type": "string", "maxLength": MAX_NAME},
+                    "callback_url": {
+                        "type": "string",
+                        "format": "uri",
+                        "maxLength": MAX_URL,
+                        "description": "POSTed the audit, signed, when it ends.",
+                    },
+                    "reuse": {
+                        "type": "boolean",
+                        "default": True,
+                        "description": "Answer with an earlier audit of the same content, "
+                        "preset and seed when there is one.",
+                    },
                 },
             }
         }
@@ -89,7 +100,15 @@ NOT_FINISHED: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_202_ACCEPTED,
     summary="Upload a dataset and start auditing it",
     openapi_extra={"requestBody": UPLOAD_BODY},
-    responses=ERRORS,
+    responses={
+        200: {
+            "model": AuditRead,
+            "description": "An earlier audit of the same content with the same preset and seed "
+            "(queued, running or succeeded) answers instead of a new one; send reuse=false to "
+            "audit again.",
+        },
+        **ERRORS,
+    },
 )
 async def create_audit(request: Request, response: Response, context: ContextDep) -> AuditRead:
     settings = context.settings
@@ -104,7 +123,18 @@ async def create_audit(request: Request, response: Response, context: ContextDep
     except UploadError as exc:
         raise HTTPException(exc.status_code, exc.detail) from exc
     try:
-        preset, seed, name = _options(upload.fields, settings.default_preset)
+        options = _options(upload.fields, settings.default_preset)
+        if options.reuse:
+            earlier = await in_session(
+                context,
+                lambda session: service.find_reusable(
+                    session, upload.sha256, preset=options.preset, seed=options.seed
+                ),
+            )
+            if earlier is not None:
+                response.status_code = status.HTTP_200_OK
+                response.headers["Location"] = f"/audits/{earlier.id}"
+                return earlier
         try:
             info = await run_in_threadpool(
                 inspect_dataset, upload.path, limits=settings.dataset_limits
@@ -116,24 +146,28 @@ async def create_audit(request: Request, response: Response, context: ContextDep
         await run_in_threadpool(context.storage.put_file, upload.path, key)
     finally:
         upload.discard()
-    audit = await run_in_threadpool(
-        _insert, context, audit_id, key, upload, info, preset, seed, name
-    )
+    audit = await run_in_threadpool(_insert, context, audit_id, key, upload, info, options)
     try:
         await run_in_threadpool(send_audit, context.celery, audit.id)
     except Exception:
         # The audit stays queued: workers re-send queued audits when they start.
         log.exception("could not queue audit %s", audit.id)
-    response.headers["Location"] = _links(audit).self
+    response.headers["Location"] = f"/audits/{audit.id}"
     return to_read(audit)
 
 
 @router.get("", summary="List audits, newest first")
 async def list_audits(
-    context: ContextDep, limit: Limit = 50, offset: Offset = 0
+    context: ContextDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    sha256: Annotated[
+        str | None,
+        Query(pattern="^[0-9a-f]{64}$", description="Only audits of the file with this SHA-256."),
+    ] = None,
 ) -> Page[AuditRead]:
     def page(session: Session) -> Page[AuditRead]:
-        audits, total = service.list_audits(session, limit=limit, offset=offset)
+        audits, total = service.list_audits(session, limit=limit, offset=offset, sha256=sha256)
         items = [to_read(a) for a in audits]
         return Page[AuditRead](items=items, total=total, limit=limit, offset=offset)
 
@@ -241,6 +275,11 @@ async def delete_audit(audit_id: uuid.UUID, context: ContextDep) -> Response:
         session.commit()
         session.refresh(audit)
         code = 200 if audit.status == AuditStatus.CANCELLED else 202
+        if code == 200 and audit.callback_url is not None:
+            try:
+                send_notify(context.celery, audit.id)
+            except Exception:  # the cancel stands; only its webhook is lost
+                log.exception("could not queue the webhook of audit %s", audit.id)
         return JSONResponse(to_read(audit).model_dump(mode="json"), status_code=code)
 
     return await with_audit(context, audit_id, cancel_or_delete, write=True)
@@ -252,67 +291,16 @@ def json_response(body: BaseModel, status_code: int = 200) -> Response:
     return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
-def to_read(audit: Audit) -> AuditRead:
-    total = audit.progress_total
-    return AuditRead(
-        id=audit.id,
-        name=audit.name,
-        status=audit.status,
-        preset=audit.preset,
-        seed=audit.seed,
-        dataset=Dataset(
-            format=audit.dataset_format,  # type: ignore[arg-type]
-            filename=audit.dataset_filename,
-            sha256=audit.dataset_sha256,
-            bytes=audit.dataset_bytes,
-            n_samples=audit.n_samples,
-            n_classes=audit.n_classes,
-            image_shape=audit.image_shape,
-            classes=audit.classes,
-        ),
-        progress=Progress(
-            stage=audit.progress_stage,
-            done=audit.progress_done,
-            total=total,
-            percent=round(100.0 * audit.progress_done / total, 1) if total else 0.0,
-        ),
-        cancel_requested=audit.cancel_requested,
-        created_at=audit.created_at,
-        started_at=audit.started_at,
-        finished_at=audit.finished_at,
-        error=audit.error,
-        engine_version=audit.engine_version,
-        attempts=audit.attempts,
-        summary=_summary(audit),
-        links=_links(audit),
-    )
+@dataclass(frozen=True)
+class Options:
+    preset: str
+    seed: int
+    name: str | None
+    callback_url: str | None
+    reuse: bool
 
 
-def _summary(audit: Audit) -> AuditSummary | None:
-    if audit.summary is None or audit.n_flagged is None:
-        return None
-    names = audit.classes or []
-    classes = [
-        ClassCounts(**c, name=names[c["label"]] if 0 <= c["label"] < len(names) else None)
-        for c in audit.summary.get("classes", [])
-    ]
-    return AuditSummary(
-        n_samples=audit.n_samples,
-        n_flagged=audit.n_flagged,
-        flagged_fraction=round(audit.n_flagged / audit.n_samples, 6),
-        classes=classes,
-        timings=audit.summary.get("timings", {}),
-        n_learners=audit.summary.get("n_learners"),
-        device=audit.device,
-    )
-
-
-def _links(audit: Audit) -> AuditLinks:
-    base = f"/audits/{audit.id}"
-    return AuditLinks(self=base, flagged=f"{base}/flagged", scores=f"{base}/scores")
-
-
-def _options(fields: dict[str, str], default_preset: str) -> tuple[str, int, str | None]:
+def _options(fields: dict[str, str], default_preset: str) -> Options:
     preset = fields.get("preset", "").strip() or default_preset
     if preset not in PRESET_NAMES:
         raise HTTPException(422, f"preset must be one of {', '.join(PRESET_NAMES)}; got {preset!r}")
@@ -322,7 +310,17 @@ def _options(fields: dict[str, str], default_preset: str) -> tuple[str, int, str
     name = fields.get("name", "").strip() or None
     if name is not None and len(name) > MAX_NAME:
         raise HTTPException(422, f"name must be at most {MAX_NAME} characters")
-    return preset, int(raw_seed), name
+    callback_url = fields.get("callback_url", "").strip() or None
+    if callback_url is not None:
+        parts = urlsplit(callback_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise HTTPException(422, f"callback_url must be an http(s) URL; got {callback_url!r}")
+        if len(callback_url) > MAX_URL:
+            raise HTTPException(422, f"callback_url must be at most {MAX_URL} characters")
+    raw_reuse = fields.get("reuse", "true").strip().lower()
+    if raw_reuse not in ("true", "false", "1", "0"):
+        raise HTTPException(422, f"reuse must be true or false; got {raw_reuse!r}")
+    return Options(preset, int(raw_seed), name, callback_url, reuse=raw_reuse in ("true", "1"))
 
 
 def _extension(info: DatasetInfo) -> str:
@@ -335,16 +333,14 @@ def _insert(
     key: str,
     upload: Upload,
     info: DatasetInfo,
-    preset: str,
-    seed: int,
-    name: str | None,
+    options: Options,
 ) -> Audit:
     audit = Audit(
         id=audit_id,
-        name=name,
+        name=options.name,
         status=AuditStatus.QUEUED,
-        preset=preset,
-        seed=seed,
+        preset=options.preset,
+        seed=options.seed,
         dataset_format=info.format,
         dataset_filename=upload.filename or None,
         dataset_sha256=upload.sha256,
@@ -354,6 +350,8 @@ def _insert(
         n_classes=info.n_classes,
         image_shape=list(info.image_shape),
         classes=info.classes,
+        callback_url=options.callback_url,
+        deliveries=[],  # loaded, so the answer needs no session
     )
     try:
         with context.sessions() as session, session.begin():

@@ -13,18 +13,45 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Audit, AuditScores, AuditStatus, FlaggedSample, utcnow
+from app.schemas import AuditRead
+from app.views import to_read
 
 
 def get_audit(session: Session, audit_id: uuid.UUID) -> Audit | None:
     return session.get(Audit, audit_id)
 
 
-def list_audits(session: Session, *, limit: int, offset: int) -> tuple[list[Audit], int]:
-    total = session.scalar(select(func.count()).select_from(Audit)) or 0
+def list_audits(
+    session: Session, *, limit: int, offset: int, sha256: str | None = None
+) -> tuple[list[Audit], int]:
+    query = select(Audit)
+    if sha256 is not None:
+        query = query.where(Audit.dataset_sha256 == sha256)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(
-        select(Audit).order_by(Audit.created_at.desc(), Audit.id).limit(limit).offset(offset)
+        query.order_by(Audit.created_at.desc(), Audit.id).limit(limit).offset(offset)
     )
     return list(rows), total
+
+
+REUSABLE = (AuditStatus.QUEUED, AuditStatus.RUNNING, AuditStatus.SUCCEEDED)
+
+
+def find_reusable(session: Session, sha256: str, *, preset: str, seed: int) -> AuditRead | None:
+    """The newest audit of this content with this preset and seed that has succeeded or may
+    still: auditing it again would give the same result."""
+    audit = session.scalars(
+        select(Audit)
+        .where(
+            Audit.dataset_sha256 == sha256,
+            Audit.preset == preset,
+            Audit.seed == seed,
+            Audit.status.in_(REUSABLE),
+        )
+        .order_by(Audit.created_at.desc())
+        .limit(1)
+    ).first()
+    return None if audit is None else to_read(audit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,7 @@ def test_defaults_apply_when_options_are_left_out(client: TestClient, npz_path: 
 
 
 def test_audits_are_listed_newest_first_in_pages(client: TestClient, npz_path: Path) -> None:
-    ids = [upload(client, npz_path, name=f"n{i}").json()["id"] for i in range(3)]
+    ids = [upload(client, npz_path, name=f"n{i}", reuse="false").json()["id"] for i in range(3)]
     first = client.get("/audits", params={"limit": 2}).json()
     assert (first["total"], first["limit"], first["offset"]) == (3, 2, 0)
     assert [a["id"] for a in first["items"]] == ids[::-1][:2]
@@ -250,7 +250,9 @@ def test_readiness_reports_an_unreachable_broker(settings: Settings) -> None:
 def test_openapi_documents_the_upload(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/audits"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    assert set(body["schema"]["properties"]) == {"file", "preset", "seed", "name"}
+    assert set(body["schema"]["properties"]) == {
+        "file", "preset", "seed", "name", "callback_url", "reuse"
+    }  # fmt: skip
     assert {"/audits/{audit_id}/flagged", "/audits/{audit_id}/scores", "/readyz"} <= set(
         schema["paths"]
     )
@@ -301,3 +303,40 @@ def test_datasets_over_the_sample_limit_are_422(settings: Settings, npz_path: Pa
         response = upload(client, npz_path)
     assert response.status_code == 422
     assert "600 samples; at most 100" in response.json()["detail"]
+
+
+def test_the_same_content_preset_and_seed_is_answered_by_the_earlier_audit(
+    client: TestClient, npz_path: Path
+) -> None:
+    first = upload(client, npz_path, preset="tiny", seed=1)
+    assert first.status_code == 202
+    again = upload(client, npz_path, preset="tiny", seed=1)
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["location"] == f"/audits/{first.json()['id']}"
+    # Another seed, another preset, or reuse=false make a new audit.
+    assert upload(client, npz_path, preset="tiny", seed=2).status_code == 202
+    assert upload(client, npz_path, preset="fast", seed=1).status_code == 202
+    forced = upload(client, npz_path, preset="tiny", seed=1, reuse="false")
+    assert forced.status_code == 202
+    assert forced.json()["id"] != first.json()["id"]
+    # A cancelled audit is not reused.
+    client.delete(f"/audits/{forced.json()['id']}")
+    client.delete(f"/audits/{first.json()['id']}")
+    assert upload(client, npz_path, preset="tiny", seed=1).status_code == 202
+
+    sha256 = first.json()["dataset"]["sha256"]
+    found = client.get("/audits", params={"sha256": sha256}).json()
+    assert found["total"] == 5
+    assert client.get("/audits", params={"sha256": "0" * 64}).json()["total"] == 0
+    assert client.get("/audits", params={"sha256": "nothex"}).status_code == 422
+
+
+def test_a_callback_url_is_kept_and_checked(client: TestClient, npz_path: Path) -> None:
+    audit = upload(client, npz_path, callback_url="https://ci.example/hooks/audit").json()
+    assert audit["webhook"] == {"url": "https://ci.example/hooks/audit", "deliveries": []}
+    assert upload(client, npz_path, reuse="false").json()["webhook"] is None
+    for bad in ("ftp://example.org/x", "not a url", "https://" + "a" * 2100):
+        response = upload(client, npz_path, callback_url=bad, reuse="false")
+        assert response.status_code == 422
+        assert "callback_url" in response.json()["detail"]

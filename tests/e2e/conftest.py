@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,6 +19,7 @@ from app.main import create_app
 from app.settings import Settings
 
 WORKER_START_S = 90
+WEBHOOK_SECRET = "test-webhook-secret"
 
 
 @pytest.fixture(scope="session")
@@ -28,21 +32,30 @@ def service_settings(
         broker_url=redis_url,
         progress_interval_s=0.2,
         worker_device="cpu",
+        webhook_secret=WEBHOOK_SECRET,
+        webhook_retry_base_s=0.5,
     )
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment of the service's processes: the same settings the tests use."""
+    return {
+        **os.environ,
+        "DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.resolved_database_url,
+        "BROKER_URL": settings.resolved_broker_url,
+        "PROGRESS_INTERVAL_S": str(settings.progress_interval_s),
+        "WORKER_DEVICE": settings.worker_device,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_RETRY_BASE_S": str(settings.webhook_retry_base_s),
+    }
 
 
 @pytest.fixture(scope="session")
 def celery_worker(service_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker process, as deployed: ``celery -A worker.celery_app worker``."""
     log_path = service_settings.data_dir / "worker.log"
-    env = {
-        **os.environ,
-        "DATA_DIR": str(service_settings.data_dir),
-        "DATABASE_URL": service_settings.resolved_database_url,
-        "BROKER_URL": service_settings.resolved_broker_url,
-        "PROGRESS_INTERVAL_S": "0.2",
-        "WORKER_DEVICE": "cpu",
-    }
+    env = service_env(service_settings)
     command = [
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
         "--pool=solo", "--loglevel=INFO", "--hostname", f"test.{os.getpid()}@localhost",
@@ -71,5 +84,74 @@ def service(
         yield client
 
 
-def worker_log(settings: Settings) -> str:
-    return Path(settings.data_dir / "worker.log").read_text()[-3000:]
+@pytest.fixture(scope="session")
+def service_url(
+    service_settings: Settings, celery_worker: subprocess.Popen[bytes]
+) -> Iterator[str]:
+    """The API as deployed, a uvicorn process on PostgreSQL and Redis, with the worker above."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = service_settings.data_dir / "api.log"
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+    with log_path.open("wb") as log:
+        api = subprocess.Popen(
+            command, env=service_env(service_settings), stdout=log, stderr=subprocess.STDOUT
+        )
+    wait_until_up(url, api, log_path)
+    yield url
+    api.terminate()
+    api.wait(20)
+
+
+@pytest.fixture(scope="session")
+def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``dataset-audit serve``, as a new user runs it: SQLite, no broker server."""
+    data_dir = tmp_path_factory.mktemp("embedded")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL")
+    }
+    env.update(PROGRESS_INTERVAL_S="0.2", WORKER_DEVICE="cpu")
+    log_path = data_dir / "serve.log"
+    command = [
+        sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_until_up(url, process, log_path, worker=True)
+    yield url
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("dataset-audit serve did not stop on SIGINT")
+    assert (data_dir / "audits.sqlite").exists()
+    assert (data_dir / "broker.sqlite").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, *, worker: bool = False
+) -> None:
+    deadline = time.monotonic() + WORKER_START_S
+    while (worker and b" ready." not in log_path.read_bytes()) or not _ready(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{url} did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -1,0 +1,92 @@
+"""How an audit looks from outside: the API's answers and the webhook's payload."""
+
+from __future__ import annotations
+
+from app.models import Audit
+from app.schemas import (
+    AuditLinks,
+    AuditRead,
+    AuditSummary,
+    ClassCounts,
+    Dataset,
+    Delivery,
+    Progress,
+    Webhook,
+)
+
+
+def to_read(audit: Audit) -> AuditRead:
+    total = audit.progress_total
+    return AuditRead(
+        id=audit.id,
+        name=audit.name,
+        status=audit.status,
+        preset=audit.preset,
+        seed=audit.seed,
+        dataset=Dataset(
+            format=audit.dataset_format,  # type: ignore[arg-type]
+            filename=audit.dataset_filename,
+            sha256=audit.dataset_sha256,
+            bytes=audit.dataset_bytes,
+            n_samples=audit.n_samples,
+            n_classes=audit.n_classes,
+            image_shape=audit.image_shape,
+            classes=audit.classes,
+        ),
+        progress=Progress(
+            stage=audit.progress_stage,
+            done=audit.progress_done,
+            total=total,
+            percent=round(100.0 * audit.progress_done / total, 1) if total else 0.0,
+        ),
+        cancel_requested=audit.cancel_requested,
+        created_at=audit.created_at,
+        started_at=audit.started_at,
+        finished_at=audit.finished_at,
+        error=audit.error,
+        engine_version=audit.engine_version,
+        attempts=audit.attempts,
+        summary=_summary(audit),
+        webhook=_webhook(audit),
+        links=_links(audit),
+    )
+
+
+def _summary(audit: Audit) -> AuditSummary | None:
+    if audit.summary is None or audit.n_flagged is None:
+        return None
+    names = audit.classes or []
+    classes = [
+        ClassCounts(**c, name=names[c["label"]] if 0 <= c["label"] < len(names) else None)
+        for c in audit.summary.get("classes", [])
+    ]
+    return AuditSummary(
+        n_samples=audit.n_samples,
+        n_flagged=audit.n_flagged,
+        flagged_fraction=round(audit.n_flagged / audit.n_samples, 6),
+        classes=classes,
+        timings=audit.summary.get("timings", {}),
+        n_learners=audit.summary.get("n_learners"),
+        device=audit.device,
+    )
+
+
+def _links(audit: Audit) -> AuditLinks:
+    base = f"/audits/{audit.id}"
+    return AuditLinks(self=base, flagged=f"{base}/flagged", scores=f"{base}/scores")
+
+
+def _webhook(audit: Audit) -> Webhook | None:
+    if audit.callback_url is None:
+        return None
+    deliveries = [
+        Delivery(
+            attempt=d.attempt,
+            attempted_at=d.attempted_at,
+            status_code=d.status_code,
+            error=d.error,
+            delivered=d.delivered,
+        )
+        for d in audit.deliveries
+    ]
+    return Webhook(url=audit.callback_url, deliveries=deliveries)

@@ -1,0 +1,26 @@
+"""Webhook signatures: what a receiver checks."""
+
+from __future__ import annotations
+
+import time
+
+from app.webhooks import sign, verify
+
+BODY = b'{"event": "audit.finished"}'
+
+
+def test_a_signature_verifies_only_with_its_secret_body_and_time() -> None:
+    now = int(time.time())
+    signature = sign("secret", str(now), BODY)
+    assert signature.startswith("sha256=")
+    assert verify("secret", str(now), BODY, signature)
+    assert not verify("other", str(now), BODY, signature)
+    assert not verify("secret", str(now), BODY + b" ", signature)
+    assert not verify("secret", str(now + 1), BODY, signature)
+
+
+def test_an_old_or_malformed_timestamp_is_refused() -> None:
+    then = int(time.time()) - 3600
+    assert not verify("secret", str(then), BODY, sign("secret", str(then), BODY))
+    assert verify("secret", str(then), BODY, sign("secret", str(then), BODY), now=then + 60)
+    assert not verify("secret", "yesterday", BODY, sign("secret", "yesterday", BODY))
