@@ -83,3 +83,10 @@ def test_the_api_side_does_not_import_torch(module: str) -> None:
     code = f"import sys, {module}; print(sorted({{'torch', 'incompat'}} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_api_knows_every_engine_preset() -> None:
+    from app.schemas import PRESET_NAMES
+    from incompat import PRESETS
+
+    assert set(PRESET_NAMES) == set(PRESETS)
