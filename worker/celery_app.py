@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 from sqlalchemy import select
 
 from app.models import Audit, AuditStatus
 from app.queue import make_celery, send_audit
 from app.settings import get_settings
 from worker.context import worker_context
+from worker.runner import shutdown_requested
 
 log = logging.getLogger(__name__)
 celery_app = make_celery(get_settings(), include=("worker.tasks",))
@@ -29,3 +30,9 @@ def requeue_waiting(**_: Any) -> None:
         send_audit(context.celery, audit_id)
     if ids:
         log.info("re-sent %d queued audits", len(ids))
+
+
+@worker_shutting_down.connect
+def stop_taking_audits(**_: Any) -> None:
+    """A running audit stops at its next progress report and goes back to the queue."""
+    shutdown_requested.set()

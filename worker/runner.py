@@ -7,6 +7,7 @@ redelivered audit (its worker died) resumes from there.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from app.context import Context
 from app.db import transaction
 from app.formats import DatasetError, load_dataset
 from app.models import Audit, AuditStatus
-from app.queue import send_notify
+from app.queue import send_audit, send_notify
 from app.services import audits as service
 from incompat import DetectionResult, detect
 from worker.context import worker_name
@@ -25,8 +26,16 @@ from worker.context import worker_name
 log = logging.getLogger(__name__)
 
 
+# Set (by worker/celery_app.py) when the worker process begins to shut down.
+shutdown_requested = threading.Event()
+
+
 class AuditCancelled(Exception):
-    pass
+    """Someone asked to cancel the audit."""
+
+
+class AuditInterrupted(Exception):
+    """The worker is shutting down: the audit goes back to the queue."""
 
 
 class ProgressReporter:
@@ -43,6 +52,8 @@ class ProgressReporter:
         self._stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if shutdown_requested.is_set():
+            raise AuditInterrupted
         now = time.monotonic()
         if stage == self._stage and now - self._last_write < self.interval and done < total:
             return
@@ -99,10 +110,15 @@ def run_audit(context: Context, audit_id: uuid.UUID) -> AuditStatus | None:
     except AuditCancelled:
         checkpoint.unlink(missing_ok=True)
         return _end(context, audit_id, AuditStatus.CANCELLED, "cancelled while running")
-    except ValueError as exc:  # the engine's validation: a dataset it cannot audit
-        checkpoint.unlink(missing_ok=True)
-        return _end(context, audit_id, AuditStatus.FAILED, f"the dataset cannot be audited: {exc}")
     except Exception as exc:
+        # A worker that is stopping interrupts the engine at its next progress report, or (a cold
+        # stop) with an error raised from its signal handler wherever the engine was.
+        if shutdown_requested.is_set():
+            return _give_back(context, audit_id, worker)
+        checkpoint.unlink(missing_ok=True)
+        if isinstance(exc, ValueError):  # the engine's validation: a dataset it cannot audit
+            reason = f"the dataset cannot be audited: {exc}"
+            return _end(context, audit_id, AuditStatus.FAILED, reason)
         log.exception("audit %s: engine error", audit_id)
         return _end(context, audit_id, AuditStatus.FAILED, f"internal error: {exc!r}")
 
@@ -129,6 +145,18 @@ def _end(context: Context, audit_id: uuid.UUID, status: AuditStatus, error: str)
         callback = audit.callback_url
     _announce(context, audit_id, callback)
     return status
+
+
+def _give_back(context: Context, audit_id: uuid.UUID, worker: str) -> AuditStatus:
+    """Queue the audit again, keeping its checkpoint, so that a worker resumes it."""
+    with transaction(context.sessions) as session:
+        service.release(session, audit_id, worker=worker)
+    log.info("audit %s: the worker is stopping; queued again to resume later", audit_id)
+    try:
+        send_audit(context.celery, audit_id)
+    except Exception:  # it stays queued: a worker re-sends queued audits when it starts
+        log.exception("audit %s: could not queue it again", audit_id)
+    return AuditStatus.QUEUED
 
 
 def _announce(context: Context, audit_id: uuid.UUID, callback_url: str | None) -> None:

@@ -151,6 +151,15 @@ def claim(
     return session.get(Audit, audit_id, populate_existing=True)
 
 
+def release(session: Session, audit_id: uuid.UUID, *, worker: str) -> None:
+    """Give a running audit back to the queue (its worker is stopping)."""
+    session.execute(
+        update(Audit)
+        .where(Audit.id == audit_id, Audit.worker == worker, Audit.status == AuditStatus.RUNNING)
+        .values(status=AuditStatus.QUEUED, worker=None, heartbeat_at=None)
+    )
+
+
 def record_progress(
     session: Session, audit_id: uuid.UUID, *, worker: str, stage: str, done: int, total: int
 ) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +17,7 @@ from app.migrate import upgrade
 from app.models import Audit, AuditStatus
 from app.settings import Settings
 from tests.dataset_files import write_npz
-from worker.runner import run_audit
+from worker.runner import ProgressReporter, run_audit, shutdown_requested
 
 
 @pytest.fixture
@@ -147,3 +148,43 @@ def test_a_missing_upload_fails_the_audit(
 
     assert run_audit(context, audit_id) == AuditStatus.FAILED
     assert stored(context, audit_id).error == "the stored upload is missing"
+
+
+def test_a_stopping_worker_gives_the_audit_back_and_a_later_run_resumes_it(
+    settings: Settings, context: Context, tmp_path: Path, small_fashion
+) -> None:
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+    checkpoint = settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+    reports = 0
+
+    def stop_after_two_learners(stage: str, done: int, total: int) -> None:
+        nonlocal reports
+        reports += 1
+        if reports == 3:
+            shutdown_requested.set()
+
+    try:
+        with patch.object(ProgressReporter, "__call__", wraps_reporter(stop_after_two_learners)):
+            assert run_audit(context, audit_id) == AuditStatus.QUEUED
+    finally:
+        shutdown_requested.clear()
+    audit = stored(context, audit_id)
+    assert (audit.status, audit.worker, audit.attempts) == (AuditStatus.QUEUED, None, 1)
+    assert checkpoint.exists()
+
+    assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
+    assert stored(context, audit_id).attempts == 2
+    assert not checkpoint.exists()
+
+
+def wraps_reporter(hook):
+    """ProgressReporter.__call__ with ``hook`` run first, as the engine reports."""
+    original = ProgressReporter.__call__
+
+    def call(self: ProgressReporter, stage: str, done: int, total: int) -> None:
+        hook(stage, done, total)
+        original(self, stage, done, total)
+
+    return call
