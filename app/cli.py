@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("data", type=Path, help=DATA_HELP)
     _engine_options(scan)
     scan.add_argument("--output", "-o", type=Path, help="write the result as JSON here")
+    scan.add_argument(
+        "--report", type=Path, metavar="HTML", help="write a standalone HTML report here"
+    )
     scan.set_defaults(handler=_scan)
 
     demo = verbs.add_parser(
@@ -107,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     flagged.add_argument("--json", action="store_true", help="print JSON lines, one per sample")
     _server_option(flagged)
     flagged.set_defaults(handler=_flagged)
+
+    report = verbs.add_parser("report", help="the address of an audit's report page")
+    report.add_argument("audit_id", metavar="ID")
+    report.add_argument("--open", action="store_true", help="open it in a web browser")
+    _server_option(report)
+    report.set_defaults(handler=_report)
 
     ci = verbs.add_parser(
         "ci",
@@ -165,6 +174,16 @@ def _scan(args: argparse.Namespace) -> int:
     _print_summary(result, seconds)
     if args.output:
         _write_json(args.output, _result_json(result, args.preset, seconds))
+    if args.report:
+        from app.report import render_report, result_view
+
+        view = result_view(
+            result, dataset.images, dataset.labels, title=f"Audit of {args.data.name}",
+            preset=args.preset, classes=dataset.classes,
+        )  # fmt: skip
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(render_report(view))
+        print(f"Wrote {args.report}")
     return EXIT_OK
 
 
@@ -389,6 +408,18 @@ def _ci(args: argparse.Namespace) -> int:
     if args.json:
         write_json(report, args.json)
     return report.exit_code
+
+
+def _report(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    with _client(args) as client:
+        audit = client.get(args.audit_id)  # the audit exists, or this says why not
+        url = f"{client.server}/audits/{audit.id}/report"
+    print(url)
+    if args.open and not webbrowser.open(url):
+        print("dataset-audit: no web browser to open it with here", file=sys.stderr)
+    return EXIT_OK
 
 
 def _wait(client: AuditClient, audit: AuditRead) -> AuditRead:

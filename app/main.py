@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from app.api import audits, health
+from app.api import audits, health, pages
 from app.context import Context
 from app.settings import Settings, get_settings
 
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(audits.router)
     app.include_router(health.router)
+    app.include_router(pages.router)
     app.add_exception_handler(OperationalError, _database_unavailable)
     return app
 

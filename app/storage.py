@@ -37,6 +37,21 @@ class Storage:
             self.fs.put_file(str(local_path), target)
             local_path.unlink()
 
+    def put_bytes(self, data: bytes, key: str) -> None:
+        target = self._path(key)
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(target, "wb") as file:
+            file.write(data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is none."""
+        try:
+            with self.fs.open(self._path(key), "rb") as file:
+                data: bytes = file.read()
+        except FileNotFoundError:
+            return None
+        return data
+
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         """A local path holding the object: the file itself when storage is local."""

@@ -22,6 +22,7 @@ from app.queue import send_audit, send_notify
 from app.services import audits as service
 from incompat import DetectionResult, detect
 from worker.context import worker_name
+from worker.report_assets import report_assets
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,21 @@ def run_audit(context: Context, audit_id: uuid.UUID) -> AuditStatus | None:
         return _end(context, audit_id, AuditStatus.FAILED, f"internal error: {exc!r}")
 
     outcome = _outcome(result, dataset.labels, dataset.paths)
+    try:
+        outcome.summary.update(
+            report_assets(
+                context.storage,
+                str(audit_id),
+                dataset.images,
+                dataset.labels,
+                result.score,
+                result.is_flagged,
+                result.voted_label,
+                outcome.suspicion_order,
+            )
+        )
+    except Exception:  # the audit's result stands without its pictures
+        log.exception("audit %s: could not make the report's thumbnails", audit_id)
     with transaction(context.sessions) as session:
         stored = session.get(Audit, audit_id)
         if stored is None:  # deleted meanwhile

@@ -30,8 +30,10 @@ def dataset_file(tmp_path_factory, fashion_mnist) -> Path:
 
 
 def test_scan_writes_the_result_json(dataset_file, tmp_path) -> None:
-    out = tmp_path / "result.json"
-    done = _cli("scan", dataset_file, "--preset", "tiny", "--seed", "3", "--output", out)
+    out, report = tmp_path / "result.json", tmp_path / "report.html"
+    done = _cli(
+        "scan", dataset_file, "--preset", "tiny", "--seed", "3", "--output", out, "--report", report
+    )
     assert done.returncode == 0, done.stderr
     assert "Audited 400 samples" in done.stdout
     assert "clustering" in done.stderr, "progress is shown"
@@ -44,6 +46,13 @@ def test_scan_writes_the_result_json(dataset_file, tmp_path) -> None:
     assert all(result["scores"][i] >= 0.5 for i in result["flagged"])
     assert result["seconds"] > 0
     assert result["summary"]["n_flagged"] == len(result["flagged"])
+    # The standalone report carries its pictures inline.
+    html = report.read_text()
+    assert 'id="classes"' in html
+    assert 'id="histogram"' in html
+    assert html.count('<img class="thumb" src="data:image/png;base64,') >= min(
+        len(result["flagged"]), 1
+    )
 
 
 def _write(path: Path, **arrays: np.ndarray) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -105,3 +106,17 @@ def test_the_demo_runs_through_the_service(
     recall = float(out.split("recall ")[1].split(",")[0])
     assert recall >= 0.9, out
     assert "class 7 (Sneaker): " in out
+
+
+def test_the_cli_prints_the_report_address(
+    embedded_url: str, small_fashion, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "small.npz"
+    write_npz(path, *small_fashion)
+    with AuditClient(embedded_url) as client:
+        audit = client.submit(path, preset="tiny")
+    assert main(["report", str(audit.id), "--server", embedded_url]) == 0
+    url = capsys.readouterr().out.strip()
+    assert url == f"{embedded_url}/audits/{audit.id}/report"
+    assert httpx.get(url).status_code == 200
+    assert main(["report", "00000000-0000-0000-0000-000000000000", "--server", embedded_url]) == 2

@@ -1,0 +1,87 @@
+"""The report pages of an audit the real engine ran: what they show and what they link to."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.context import Context
+from app.main import create_app
+from app.migrate import upgrade
+from app.settings import Settings
+from incompat.datasets import FASHION_MNIST_CLASSES
+from tests.dataset_files import write_npz
+from worker.runner import run_audit
+
+
+@pytest.fixture
+def client(tmp_path: Path):
+    settings = Settings(data_dir=tmp_path / "data", progress_interval_s=0.0, worker_device="cpu")
+    upgrade(settings.resolved_database_url)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def upload(client: TestClient, path: Path) -> str:
+    with path.open("rb") as file:
+        response = client.post(
+            "/audits", files={"file": (path.name, file)}, data={"preset": "tiny", "name": "pages"}
+        )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def test_the_report_of_a_finished_audit(client: TestClient, tmp_path: Path, small_fashion) -> None:
+    path = tmp_path / "d.npz"
+    images, labels = small_fashion
+    write_npz(path, images, labels, classes=list(FASHION_MNIST_CLASSES))
+    audit_id = upload(client, path)
+
+    queued = client.get(f"/audits/{audit_id}/report")
+    assert queued.status_code == 200
+    assert '<meta http-equiv="refresh"' in queued.text
+    assert "waiting for a worker" in queued.text
+
+    context: Context = client.app.state.context  # type: ignore[attr-defined]
+    run_audit(context, uuid.UUID(audit_id))
+    page = client.get(f"/audits/{audit_id}/report")
+    assert page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "http-equiv" not in html
+    assert "Audit pages" in html
+    assert 'id="classes"' in html
+    assert 'id="histogram"' in html
+    for name in FASHION_MNIST_CLASSES:
+        assert f'<th scope="row">{name.replace("/", "/")}</th>' in html
+    thumbs = re.findall(r'<img class="thumb" src="([^"]+)" alt="([^"]+)"', html)
+    assert thumbs
+    assert all(alt.startswith("Sample ") for _, alt in thumbs)
+    for src, _ in thumbs[:3]:
+        png = client.get(src)
+        assert png.headers["content-type"] == "image/png"
+        assert "immutable" in png.headers["cache-control"]
+        assert Image.open(io.BytesIO(png.content)).size == (112, 112)  # 28 x 28, enlarged 4x
+    assert client.get(f"/audits/{audit_id}/samples/999999.png").status_code == 404
+
+    audit = client.get(f"/audits/{audit_id}").json()
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/audits/{audit_id}/flagged.csv").text)))
+    assert len(rows) == audit["summary"]["n_flagged"]
+    assert [int(r["rank"]) for r in rows] == list(range(len(rows)))
+
+    listing = client.get("/").text
+    assert f'href="/audits/{audit_id}/report">pages</a>' in listing
+    assert 'id="audits"' in listing
+
+
+def test_pages_for_unknown_audits_are_404(client: TestClient) -> None:
+    missing = uuid.uuid4()
+    assert client.get(f"/audits/{missing}/report").status_code == 404
+    assert client.get(f"/audits/{missing}/flagged.csv").status_code == 404
+    assert "No audits yet" in client.get("/").text
