@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from app.report_samples import pick_examples, score_histogram
@@ -17,13 +18,15 @@ from app.schemas import AuditRead
 from app.thumbnails import thumbnail_png
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from incompat import DetectionResult
 
 TEMPLATES = Path(__file__).with_name("templates")
 FLAG_THRESHOLD = 0.5
 REFRESH_S = 5
+# A class's pointer stands out when at least this many of its flagged samples point to one other
+# class, and nearly as many as in the class where most do.
+STANDOUT_MIN = 5
+STANDOUT_SHARE_OF_TOP = 0.75
 # The histogram's drawing area, in SVG user units.
 PLOT_WIDTH, PLOT_HEIGHT = 600, 160
 
@@ -45,6 +48,10 @@ class ClassRow:
     share: float
     # "source → target": this class's flagged samples look like another class to the learners.
     pointer: str | None
+    pointer_count: int = 0  # flagged samples of this class voted for that other class
+    # Among the most samples pointing one way: where a backdoor shows (the rest is the few per cent
+    # of clean samples every audit flags, and classes that look alike).
+    standout: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,23 +93,40 @@ def class_namer(names: Sequence[str] | None) -> Callable[[int | None], str | Non
 
 
 def class_rows(
-    classes: list[dict[str, Any]], name: Callable[[int | None], str | None]
+    classes: list[dict[str, Any]],
+    name: Callable[[int | None], str | None],
+    votes: dict[tuple[int, int], int],
 ) -> list[ClassRow]:
-    rows = []
+    """``votes``: how many flagged samples of each given label the learners voted for each other
+    label."""
+    counts = {}
     for c in classes:
         voted = c.get("flagged_voted_label")
+        if voted is not None and voted != c["label"]:
+            counts[c["label"]] = votes.get((c["label"], voted), 0)
+    bar = max(STANDOUT_MIN, STANDOUT_SHARE_OF_TOP * max(counts.values())) if counts else 0
+    rows = []
+    for c in classes:
         own = name(c["label"]) or ""
-        pointer = f"{name(voted)} → {own}" if voted is not None and voted != c["label"] else None
+        count = counts.get(c["label"])
         rows.append(
             ClassRow(
                 name=own,
                 n_samples=c["n_samples"],
                 n_flagged=c["n_flagged"],
                 share=c["n_flagged"] / c["n_samples"] if c["n_samples"] else 0.0,
-                pointer=pointer,
+                pointer=None if count is None else f"{name(c['flagged_voted_label'])} → {own}",
+                pointer_count=count or 0,
+                standout=count is not None and count >= bar,
             )
         )
     return rows
+
+
+def vote_counts(labels: np.ndarray, voted_label: np.ndarray) -> dict[tuple[int, int], int]:
+    """``votes`` for ``class_rows`` from the flagged samples' given and voted labels."""
+    pairs, counts = np.unique(np.stack([labels, voted_label]), axis=1, return_counts=True)
+    return {(int(a), int(b)): int(n) for (a, b), n in zip(pairs.T, counts, strict=True)}
 
 
 def histogram_bars(edges: Sequence[float], counts: Sequence[int]) -> list[Bar]:
@@ -144,7 +168,9 @@ def cards(
     ]
 
 
-def audit_view(audit: AuditRead, extras: dict[str, Any]) -> ReportView:
+def audit_view(
+    audit: AuditRead, extras: dict[str, Any], votes: dict[tuple[int, int], int]
+) -> ReportView:
     """The report of an audit in the service; ``extras``: the stored summary's examples and
     histogram (``worker/report_assets.py``)."""
     base = f"/audits/{audit.id}"
@@ -187,7 +213,7 @@ def audit_view(audit: AuditRead, extras: dict[str, Any]) -> ReportView:
         ),
     )
     name = class_namer(dataset.classes)
-    view.classes = class_rows([c.model_dump() for c in summary.classes], name)
+    view.classes = class_rows([c.model_dump() for c in summary.classes], name, votes)
     histogram = extras.get("score_histogram")
     if histogram:
         view.bars = histogram_bars(histogram["edges"], histogram["counts"])
@@ -235,7 +261,11 @@ def result_view(
         title=title,
         status="succeeded",
         facts=facts,
-        classes=class_rows(summary["classes"], name),
+        classes=class_rows(
+            summary["classes"],
+            name,
+            vote_counts(labels[result.is_flagged], result.voted_label[result.is_flagged]),
+        ),
         bars=histogram_bars(histogram["edges"], histogram["counts"]),
         suspicious=cards(examples["suspicious"], name, inline),
         clean=cards(examples["clean"], name, inline),

@@ -36,8 +36,9 @@ async def audit_list(context: ContextDep, offset: Annotated[int, Query(ge=0)] = 
     "/audits/{audit_id}/report", response_class=HTMLResponse, summary="An audit's report page"
 )
 async def audit_report(audit_id: uuid.UUID, context: ContextDep) -> HTMLResponse:
-    def page(_: Session, audit: Audit) -> str:
-        return render_report(audit_view(to_read(audit), audit.summary or {}))
+    def page(session: Session, audit: Audit) -> str:
+        votes = service.flagged_votes(session, audit)
+        return render_report(audit_view(to_read(audit), audit.summary or {}, votes))
 
     return HTMLResponse(await with_audit(context, audit_id, page))
 

@@ -89,6 +89,16 @@ def flagged_page(
     return [FlaggedRow(*row) for row in session.execute(query)]
 
 
+def flagged_votes(session: Session, audit: Audit) -> dict[tuple[int, int], int]:
+    """How many flagged samples of each given label the learners voted for each other label."""
+    rows = session.execute(
+        select(FlaggedSample.label, FlaggedSample.voted_label, func.count())
+        .where(FlaggedSample.audit_id == audit.id, FlaggedSample.voted_label.is_not(None))
+        .group_by(FlaggedSample.label, FlaggedSample.voted_label)
+    )
+    return {(int(label), int(voted)): int(n) for label, voted, n in rows if voted is not None}
+
+
 def scores(session: Session, audit: Audit) -> np.ndarray | None:
     blob = session.scalar(select(AuditScores.scores).where(AuditScores.audit_id == audit.id))
     return None if blob is None else np.frombuffer(blob, dtype="<f4")
