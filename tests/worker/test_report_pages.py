@@ -6,6 +6,7 @@ import csv
 import io
 import re
 import uuid
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,46 @@ def test_pages_for_unknown_audits_are_404(client: TestClient) -> None:
     assert client.get(f"/audits/{missing}/report").status_code == 404
     assert client.get(f"/audits/{missing}/flagged.csv").status_code == 404
     assert "No audits yet" in client.get("/").text
+
+
+class Accessibility(HTMLParser):
+    """Collects what basic accessibility checks look at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lang: str | None = None
+        self.images_without_alt = 0
+        self.header_cells_without_scope = 0
+        self.svgs_without_label = 0
+        self.title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "html":
+            self.lang = found.get("lang")
+        elif tag == "img" and not found.get("alt"):
+            self.images_without_alt += 1
+        elif tag == "th" and found.get("scope") not in ("row", "col"):
+            self.header_cells_without_scope += 1
+        elif tag == "svg" and not (found.get("role") == "img" and found.get("aria-label")):
+            self.svgs_without_label += 1
+        elif tag == "title":
+            self.title = True
+
+
+def test_the_pages_pass_basic_accessibility_checks(
+    client: TestClient, tmp_path: Path, small_fashion
+) -> None:
+    images, labels = small_fashion
+    path = tmp_path / "d.npz"
+    write_npz(path, images, labels)
+    audit_id = upload(client, path)
+    run_audit(client.app.state.context, uuid.UUID(audit_id))  # type: ignore[attr-defined]
+    for url in ("/", f"/audits/{audit_id}/report"):
+        page = Accessibility()
+        page.feed(client.get(url).text)
+        assert page.lang == "en"
+        assert page.title
+        assert page.images_without_alt == 0
+        assert page.header_cells_without_scope == 0
+        assert page.svgs_without_label == 0
