@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -386,10 +386,7 @@ def _ci(args: argparse.Namespace) -> int:
         fraction = DEFAULT_MAX_FLAGGED_FRACTION
     thresholds = Thresholds(max_flagged_fraction=fraction, max_flagged=args.max_flagged)
     progress = ProgressDisplay()
-
-    def show(current: AuditRead) -> None:
-        if current.progress.stage:
-            progress(current.progress.stage, current.progress.done, current.progress.total)
+    show = _shown_on(progress)
 
     try:
         with _client(args) as client:
@@ -422,12 +419,19 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _wait(client: AuditClient, audit: AuditRead) -> AuditRead:
-    progress = ProgressDisplay()
+def _shown_on(progress: ProgressDisplay) -> Callable[[AuditRead], None]:
+    """An ``on_progress`` for ``AuditClient.wait`` that draws on ``progress``."""
 
     def show(current: AuditRead) -> None:
         if current.progress.stage:
             progress(current.progress.stage, current.progress.done, current.progress.total)
+
+    return show
+
+
+def _wait(client: AuditClient, audit: AuditRead) -> AuditRead:
+    progress = ProgressDisplay()
+    show = _shown_on(progress)
 
     try:
         return client.wait(audit.id, on_progress=show)

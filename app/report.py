@@ -14,14 +14,13 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from app.report_samples import pick_examples, score_histogram
-from app.schemas import AuditRead
+from app.schemas import FLAG_THRESHOLD, AuditRead
 from app.thumbnails import thumbnail_png
 
 if TYPE_CHECKING:
     from incompat import DetectionResult
 
 TEMPLATES = Path(__file__).with_name("templates")
-FLAG_THRESHOLD = 0.5
 REFRESH_S = 5
 # A class's pointer stands out when at least this many of its flagged samples point to one other
 # class, and nearly as many as in the class where most do.

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.api.deps import ContextDep, in_session, with_audit
+from app.api.deps import ContextDep, in_session, require_succeeded, with_audit
 from app.context import Context
 from app.formats import DatasetError, DatasetInfo, inspect_dataset
 from app.models import Audit, AuditStatus
@@ -201,7 +201,7 @@ async def get_flagged(
     ] = "index",
 ) -> Response:
     def page(session: Session, audit: Audit) -> Response:
-        _require_succeeded(audit)
+        require_succeeded(audit)
         rows = service.flagged_page(session, audit, sort=sort, limit=limit, offset=offset)
         body = FlaggedPage(
             audit_id=audit.id,
@@ -234,7 +234,7 @@ async def get_scores(
     ] = "json",
 ) -> Response:
     def scores(session: Session, audit: Audit) -> Response:
-        _require_succeeded(audit)
+        require_succeeded(audit)
         values = service.scores(session, audit)
         if values is None:
             raise HTTPException(409, "the audit's scores are missing")
@@ -360,11 +360,3 @@ def _insert(
         context.storage.delete_prefix(f"audits/{audit_id}")
         raise
     return audit
-
-
-def _require_succeeded(audit: Audit) -> None:
-    if audit.status != AuditStatus.SUCCEEDED:
-        detail = f"the audit is {audit.status}; results exist once it has succeeded"
-        if audit.error:
-            detail += f" ({audit.error})"
-        raise HTTPException(409, detail)

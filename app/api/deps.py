@@ -21,7 +21,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.context import Context
-from app.models import Audit
+from app.models import Audit, AuditStatus
 from app.services import audits as service
 
 T = TypeVar("T")
@@ -62,3 +62,12 @@ async def with_audit(
         return work(session, audit)
 
     return await in_session(context, run, write=write)
+
+
+def require_succeeded(audit: Audit) -> None:
+    """409 unless the audit has results."""
+    if audit.status != AuditStatus.SUCCEEDED:
+        detail = f"the audit is {audit.status}; results exist once it has succeeded"
+        if audit.error:
+            detail += f" ({audit.error})"
+        raise HTTPException(409, detail)

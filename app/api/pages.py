@@ -11,8 +11,8 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
-from app.api.deps import ContextDep, in_session, with_audit
-from app.models import Audit, AuditStatus
+from app.api.deps import ContextDep, in_session, require_succeeded, with_audit
+from app.models import Audit
 from app.report import audit_view, render_list, render_report
 from app.services import audits as service
 from app.views import to_read
@@ -64,10 +64,7 @@ async def sample_thumbnail(audit_id: uuid.UUID, index: int, context: ContextDep)
 )
 async def flagged_csv(audit_id: uuid.UUID, context: ContextDep) -> Response:
     def table(session: Session, audit: Audit) -> str:
-        if audit.status != AuditStatus.SUCCEEDED:
-            raise HTTPException(
-                409, f"the audit is {audit.status}; results exist once it has succeeded"
-            )
+        require_succeeded(audit)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["index", "score", "rank", "label", "voted_label", "label_prob", "path"])
