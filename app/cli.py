@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app import admin
 from app.formats import DatasetError, load_dataset
 from app.progress import ProgressDisplay
 from app.schemas import PRESET_NAMES
@@ -87,7 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="database, queue and uploads (default: $DATA_DIR or "
         "~/.local/share/dataset-audit)"
     )  # fmt: skip
+    serve.add_argument(
+        "--auth", action="store_true",
+        help="require API keys (make them with 'dataset-audit keys create'); the same as AUTH=true",
+    )  # fmt: skip
     serve.set_defaults(handler=_serve)
+    admin.add_verbs(verbs)
 
     submit = verbs.add_parser("submit", help="upload a dataset to the service and start an audit")
     submit.add_argument("data", type=Path, help=DATA_HELP)
@@ -151,7 +157,8 @@ DATA_HELP = ".npz (x: uint8 images, y: labels), ImageFolder .zip, or .parquet"
 def _server_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
-        help="the service's URL (default: $DATASET_AUDIT_SERVER or http://127.0.0.1:8000)",
+        help="the service's URL (default: $DATASET_AUDIT_SERVER or http://127.0.0.1:8000); "
+        "an API key, where the service wants one, comes from $DATASET_AUDIT_API_KEY",
     )
 
 
@@ -324,7 +331,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from app.serve import serve
 
-    return serve(host=args.host, port=args.port, data_dir=args.data_dir)
+    return serve(host=args.host, port=args.port, data_dir=args.data_dir, auth=args.auth)
 
 
 def _client(args: argparse.Namespace) -> AuditClient:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from anyio import CapacityLimiter
 from celery import Celery
@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, make_sessionmaker
+from app.key_cache import KeyCache
 from app.queue import make_celery
 from app.settings import Settings
 from app.storage import Storage
@@ -25,6 +26,7 @@ class Context:
     reads: sessionmaker[Session]
     storage: Storage
     celery: Celery
+    keys: KeyCache = field(default_factory=lambda: KeyCache(ttl_s=0))
     # Bounds the API's concurrent database work; made inside the event loop (``bind_loop``).
     db_threads: CapacityLimiter | None = None
 
@@ -42,6 +44,7 @@ class Context:
             reads=make_sessionmaker(_read_only(engine)),
             storage=Storage(settings.resolved_storage_url),
             celery=make_celery(settings),
+            keys=KeyCache(ttl_s=settings.auth_cache_s),
         )
 
     def close(self) -> None:

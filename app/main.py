@@ -13,6 +13,8 @@ from sqlalchemy.exc import OperationalError
 
 from app.api import audits, health, pages
 from app.context import Context
+from app.header_limit import HeaderLimit
+from app.reconciler import Reconciler
 from app.settings import Settings, get_settings
 
 
@@ -23,12 +25,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.context = Context.from_settings(settings)
         app.state.context.bind_loop()
+        reconciler = Reconciler(app.state.context)
+        reconciler.start()
         # Everything imported so far lives as long as the process: keeping it out of the
         # collector's view spares each full collection a walk over it (tens of milliseconds,
         # felt as tail latency).
         gc.collect()
         gc.freeze()
         yield
+        reconciler.stop()
         app.state.context.close()
 
     app = FastAPI(
@@ -41,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(pages.router)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
     return app
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -46,10 +47,43 @@ class AuditStatus(StrEnum):
         return self in (AuditStatus.SUCCEEDED, AuditStatus.FAILED, AuditStatus.CANCELLED)
 
 
+DEFAULT_TENANT = "default"
+
+
+class Tenant(Base):
+    """A team whose audits only its own API keys see. Quotas left empty take the service's
+    defaults (``TENANT_MAX_ACTIVE_AUDITS``, ``TENANT_MAX_STORED_BYTES``)."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    max_active_audits: Mapped[int | None] = mapped_column(Integer)
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key, stored as the SHA-256 of its text: the key itself is shown once, when made."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public; part of the key
+    tenant: Mapped[str] = mapped_column(ForeignKey("tenants.name", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Audit(Base):
     __tablename__ = "audits"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant: Mapped[str] = mapped_column(
+        ForeignKey("tenants.name", name="fk_audits_tenant"),
+        default=DEFAULT_TENANT,
+        server_default=text("'default'"),
+    )
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[AuditStatus] = mapped_column(
         Enum(
@@ -79,9 +113,12 @@ class Audit(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
+    # When the broker last took the audit's task; None: it may never have (the reconciler sends).
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # this attempt
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -99,8 +136,9 @@ class Audit(Base):
     )
 
     __table_args__ = (
-        Index("ix_audits_created_at", "created_at"),
-        Index("ix_audits_reuse", "dataset_sha256", "preset", "seed"),
+        Index("ix_audits_tenant_created_at", "tenant", "created_at"),
+        Index("ix_audits_reuse", "tenant", "dataset_sha256", "preset", "seed"),
+        Index("ix_audits_status", "status"),
     )
 
 

@@ -30,6 +30,12 @@ def make_celery(settings: Settings, include: tuple[str, ...] = ()) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(broker, settings),
         worker_hijack_root_logger=False,
+        # Kills a runaway task in pools that can (prefork); under --pool=solo the runner and the
+        # reconciler enforce AUDIT_TIME_LIMIT_S instead.
+        task_time_limit=int(settings.audit_time_limit_s) + 600,
+        # A running audit carries on when the broker connection drops: the database, not the
+        # broker, knows it is running (and the reconciler re-sends what the broker lost).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return celery
 

@@ -13,6 +13,9 @@ from app.models import AuditStatus
 PRESET_NAMES = ("tiny", "fast", "paper")
 Preset = Literal["tiny", "fast", "paper"]
 FLAG_THRESHOLD = 0.5
+# The largest page offset: past it, a 64-bit SQL integer (SQLite's, PostgreSQL's bigint)
+# overflows.
+MAX_OFFSET = 2**63 - 1
 
 T = TypeVar("T")
 

@@ -28,6 +28,7 @@ def serve(
     port: int = 8000,
     data_dir: Path | None = None,
     log_level: str = "info",
+    auth: bool = False,
 ) -> int:
     import uvicorn
 
@@ -36,14 +37,22 @@ def serve(
     if data_dir is not None:
         os.environ["DATA_DIR"] = str(data_dir.resolve())
         get_settings.cache_clear()
+    if auth:
+        os.environ["AUTH"] = "true"
+        get_settings.cache_clear()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     worker = WorkerProcess(settings, log_level)
     worker.start()
+    access = (
+        "API keys required (dataset-audit keys create --tenant NAME)"
+        if settings.auth
+        else "no API keys (--auth requires them)"
+    )
     print(
         f"dataset-audit: serving http://{host}:{port} (API docs at /docs), "
-        f"data in {settings.data_dir}",
+        f"data in {settings.data_dir}, {access}",
         flush=True,
     )
     try:

@@ -3,7 +3,7 @@
 ``celery inspect ping`` alone is not enough: the worker runs with ``--pool=solo``, which executes
 an audit in the very thread that answers control messages, so a worker busy with an audit (minutes
 to hours) does not answer pings. Alive therefore means: it answers a ping, or it holds a running
-audit (``audits.worker`` is ``HOSTNAME:PID``) whose heartbeat is younger than
+audit (``audits.worker`` is ``HOSTNAME:PID:INCARNATION``) whose heartbeat is younger than
 ``HEARTBEAT_TIMEOUT_S``, the same rule by which another worker may take the audit over.
 """
 

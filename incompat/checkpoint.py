@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,16 @@ def save(path: str | os.PathLike[str], state: ClusteringState, run_id: str) -> N
     os.replace(tmp, path)
 
 
+def learners_in(path: str | os.PathLike[str]) -> int:
+    """How many weak learners the checkpoint at ``path`` holds; ``ValueError`` if unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+        return len(meta["learner_bags"])
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
 def load(path: str | os.PathLike[str], run_id: str) -> ClusteringState:
     """The state saved at ``path``; ``ValueError`` if it belongs to another run or is unreadable."""
     try:
@@ -105,7 +116,7 @@ def load(path: str | os.PathLike[str], run_id: str) -> ClusteringState:
             meta = json.loads(str(data["meta"]))
             active, cores = data["active"], data["cores"]
             predictions, given_probs = data["predictions"], data["given_probs"]
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
     if meta.get("format") != FORMAT_VERSION:
         raise ValueError(f"checkpoint {path} has an unsupported format {meta.get('format')!r}")

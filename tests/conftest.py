@@ -41,6 +41,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Where the API tests send tasks: no worker reads it, so what they queue stays queued.
+UNREAD_REDIS_URL = os.environ.get("TEST_UNREAD_REDIS_URL", "redis://127.0.0.1:6379/12")
 
 
 @pytest.fixture(scope="session")
@@ -64,20 +66,32 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """A Redis database of its own, emptied for this test session."""
-    client = redis.Redis.from_url(REDIS_URL)
+    return _flushed(REDIS_URL)
+
+
+@pytest.fixture(scope="session")
+def unread_redis_url() -> str:
+    """A Redis database no test's worker consumes, emptied for this test session."""
+    return _flushed(UNREAD_REDIS_URL)
+
+
+def _flushed(url: str) -> str:
+    client = redis.Redis.from_url(url)
     try:
         client.flushdb()
     except redis.ConnectionError as exc:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}")
+        pytest.fail(f"Redis is not reachable at {url}: {exc}")
     finally:
         client.close()
-    return REDIS_URL
+    return url
 
 
 def empty_tables(database_url: str) -> None:
     engine = create_engine(database_url)
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM audits"))
+        connection.execute(text("DELETE FROM api_keys"))
+        connection.execute(text("DELETE FROM tenants WHERE name != 'default'"))
     engine.dispose()
 
 

@@ -651,7 +651,7 @@ def test_the_compose_check_reads_merge_tags(tmp_path: Path) -> None:
 @pytest.fixture
 def sqlite_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     from app.db import make_engine
-    from app.models import Base
+    from app.migrate import upgrade
     from app.settings import get_settings
 
     url = f"sqlite:///{tmp_path / 'audits.sqlite'}"
@@ -659,8 +659,8 @@ def sqlite_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("HEARTBEAT_TIMEOUT_S", "600")
     get_settings.cache_clear()
+    upgrade(url)
     engine = make_engine(url)
-    Base.metadata.create_all(engine)
     yield engine
     engine.dispose()
     get_settings.cache_clear()

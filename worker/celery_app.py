@@ -8,10 +8,13 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutting_down
 from sqlalchemy import select
 
+from app.db import transaction
+from app.dispatch import dispatch
 from app.models import Audit, AuditStatus
-from app.queue import make_celery, send_audit
+from app.queue import make_celery
+from app.services import audits as service
 from app.settings import get_settings
-from worker.context import worker_context
+from worker.context import died_here, worker_context
 from worker.runner import shutdown_requested
 
 log = logging.getLogger(__name__)
@@ -19,17 +22,22 @@ celery_app = make_celery(get_settings(), include=("worker.tasks",))
 
 
 @worker_ready.connect
-def requeue_waiting(**_: Any) -> None:
-    """Send the queued audits again: the broker may have lost them (or never got them, when it
-    was down as they were uploaded). Claims are atomic, so a duplicate is a no-op."""
+def recover_local_audits(**_: Any) -> None:
+    """Queue again, at once, the audits that a worker on this host held when its process died
+    (killed, out of memory): the reconciler would otherwise wait for their heartbeats to time
+    out. Another host's audits are left to the reconciler."""
     context = worker_context()
     with context.sessions() as session:
-        waiting = session.scalars(select(Audit.id).where(Audit.status == AuditStatus.QUEUED))
-        ids = list(waiting)
-    for audit_id in ids:
-        send_audit(context.celery, audit_id)
-    if ids:
-        log.info("re-sent %d queued audits", len(ids))
+        running = session.execute(
+            select(Audit.id, Audit.worker).where(Audit.status == AuditStatus.RUNNING)
+        ).all()
+    orphans = [(audit_id, name) for audit_id, name in running if name and died_here(name)]
+    for audit_id, name in orphans:
+        with transaction(context.sessions) as session:
+            service.release(session, audit_id, worker=name)
+        log.warning("audit %s: its worker %s died; queued again", audit_id, name)
+    if orphans:
+        dispatch(context, [audit_id for audit_id, _ in orphans])
 
 
 @worker_shutting_down.connect

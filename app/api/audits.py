@@ -16,12 +16,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from app.api.auth import TenantDep
 from app.api.deps import ContextDep, in_session, require_succeeded, with_audit
 from app.context import Context
+from app.dispatch import dispatch
 from app.formats import DatasetError, DatasetInfo, inspect_dataset
 from app.models import Audit, AuditStatus
-from app.queue import send_audit, send_notify
+from app.queue import send_notify
 from app.schemas import (
+    MAX_OFFSET,
     PRESET_NAMES,
     AuditRead,
     ErrorBody,
@@ -30,15 +33,15 @@ from app.schemas import (
     Page,
     Scores,
 )
+from app.services import access
 from app.services import audits as service
 from app.uploads import FILE_FIELD, Upload, UploadError, receive_upload
 from app.views import to_read
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/audits", tags=["audits"])
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]
 MAX_SEED = 2**63 - 1
 MAX_NAME = 200
 MAX_URL = 2048
@@ -85,14 +88,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         413: "The upload is over the size limit.",
         415: "Not multipart/form-data.",
         422: "Bad options, or not a dataset this service reads (the detail says why).",
+        429: "Over the tenant's quota of active audits or stored bytes.",
     }.items()
 }
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No valid API key (when auth is on)."}
+}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "No such audit."}
+    404: {"model": ErrorBody, "description": "No such audit (for this tenant)."}
 }
 NOT_FINISHED: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "The audit has not succeeded (yet)."}
 }
+router = APIRouter(prefix="/audits", tags=["audits"], responses=UNAUTHORIZED)
 
 
 @router.post(
@@ -110,8 +118,12 @@ NOT_FINISHED: dict[int | str, dict[str, Any]] = {
         **ERRORS,
     },
 )
-async def create_audit(request: Request, response: Response, context: ContextDep) -> AuditRead:
+async def create_audit(
+    request: Request, response: Response, context: ContextDep, tenant: TenantDep
+) -> AuditRead:
     settings = context.settings
+    # Refused before the body is read when the tenant is at its quota already.
+    await in_session(context, lambda session: _check_quota(session, context, tenant, 0))
     try:
         upload = await receive_upload(
             request.headers.get("content-type"),
@@ -128,7 +140,7 @@ async def create_audit(request: Request, response: Response, context: ContextDep
             earlier = await in_session(
                 context,
                 lambda session: service.find_reusable(
-                    session, upload.sha256, preset=options.preset, seed=options.seed
+                    session, upload.sha256, tenant=tenant, preset=options.preset, seed=options.seed
                 ),
             )
             if earlier is not None:
@@ -146,12 +158,9 @@ async def create_audit(request: Request, response: Response, context: ContextDep
         await run_in_threadpool(context.storage.put_file, upload.path, key)
     finally:
         upload.discard()
-    audit = await run_in_threadpool(_insert, context, audit_id, key, upload, info, options)
-    try:
-        await run_in_threadpool(send_audit, context.celery, audit.id)
-    except Exception:
-        # The audit stays queued: workers re-send queued audits when they start.
-        log.exception("could not queue audit %s", audit.id)
+    audit = await run_in_threadpool(_insert, context, tenant, audit_id, key, upload, info, options)
+    # When the broker is down the audit stays queued, undispatched: the reconciler sends it.
+    await run_in_threadpool(dispatch, context, [audit.id])
     response.headers["Location"] = f"/audits/{audit.id}"
     return to_read(audit)
 
@@ -159,6 +168,7 @@ async def create_audit(request: Request, response: Response, context: ContextDep
 @router.get("", summary="List audits, newest first")
 async def list_audits(
     context: ContextDep,
+    tenant: TenantDep,
     limit: Limit = 50,
     offset: Offset = 0,
     sha256: Annotated[
@@ -167,7 +177,9 @@ async def list_audits(
     ] = None,
 ) -> Page[AuditRead]:
     def page(session: Session) -> Page[AuditRead]:
-        audits, total = service.list_audits(session, limit=limit, offset=offset, sha256=sha256)
+        audits, total = service.list_audits(
+            session, tenant=tenant, limit=limit, offset=offset, sha256=sha256
+        )
         items = [to_read(a) for a in audits]
         return Page[AuditRead](items=items, total=total, limit=limit, offset=offset)
 
@@ -180,8 +192,10 @@ async def list_audits(
     response_model=AuditRead,
     responses=NOT_FOUND,
 )
-async def get_audit(audit_id: uuid.UUID, context: ContextDep) -> Response:
-    return await with_audit(context, audit_id, lambda _, audit: json_response(to_read(audit)))
+async def get_audit(audit_id: uuid.UUID, context: ContextDep, tenant: TenantDep) -> Response:
+    return await with_audit(
+        context, tenant, audit_id, lambda _, audit: json_response(to_read(audit))
+    )
 
 
 @router.get(
@@ -193,6 +207,7 @@ async def get_audit(audit_id: uuid.UUID, context: ContextDep) -> Response:
 async def get_flagged(
     audit_id: uuid.UUID,
     context: ContextDep,
+    tenant: TenantDep,
     limit: Limit = 100,
     offset: Offset = 0,
     sort: Annotated[
@@ -213,7 +228,7 @@ async def get_flagged(
         )
         return json_response(body)
 
-    return await with_audit(context, audit_id, page)
+    return await with_audit(context, tenant, audit_id, page)
 
 
 @router.get(
@@ -229,6 +244,7 @@ async def get_flagged(
 async def get_scores(
     audit_id: uuid.UUID,
     context: ContextDep,
+    tenant: TenantDep,
     format: Annotated[
         Literal["json", "npy"], Query(description="npy: float32 array, one score per sample.")
     ] = "json",
@@ -250,7 +266,7 @@ async def get_scores(
         body = Scores(audit_id=audit.id, n_samples=values.size, scores=values.tolist())
         return JSONResponse(body.model_dump(mode="json"))
 
-    return await with_audit(context, audit_id, scores)
+    return await with_audit(context, tenant, audit_id, scores)
 
 
 @router.delete(
@@ -264,7 +280,7 @@ async def get_scores(
         204: {"description": "A finished audit, deleted with its stored data."},
     },
 )
-async def delete_audit(audit_id: uuid.UUID, context: ContextDep) -> Response:
+async def delete_audit(audit_id: uuid.UUID, context: ContextDep, tenant: TenantDep) -> Response:
     def cancel_or_delete(session: Session, audit: Audit) -> Response:
         if AuditStatus(audit.status).finished:
             service.delete_audit(session, audit)
@@ -282,7 +298,7 @@ async def delete_audit(audit_id: uuid.UUID, context: ContextDep) -> Response:
                 log.exception("could not queue the webhook of audit %s", audit.id)
         return JSONResponse(to_read(audit).model_dump(mode="json"), status_code=code)
 
-    return await with_audit(context, audit_id, cancel_or_delete, write=True)
+    return await with_audit(context, tenant, audit_id, cancel_or_delete, write=True)
 
 
 def json_response(body: BaseModel, status_code: int = 200) -> Response:
@@ -305,14 +321,18 @@ def _options(fields: dict[str, str], default_preset: str) -> Options:
     if preset not in PRESET_NAMES:
         raise HTTPException(422, f"preset must be one of {', '.join(PRESET_NAMES)}; got {preset!r}")
     raw_seed = fields.get("seed", "").strip() or "0"
-    if not raw_seed.isdigit() or int(raw_seed) > MAX_SEED:
+    # isascii: str.isdigit() also admits digits int() refuses, such as "²".
+    if not (raw_seed.isascii() and raw_seed.isdigit()) or int(raw_seed) > MAX_SEED:
         raise HTTPException(422, f"seed must be an integer from 0 to {MAX_SEED}; got {raw_seed!r}")
     name = fields.get("name", "").strip() or None
     if name is not None and len(name) > MAX_NAME:
         raise HTTPException(422, f"name must be at most {MAX_NAME} characters")
     callback_url = fields.get("callback_url", "").strip() or None
     if callback_url is not None:
-        parts = urlsplit(callback_url)
+        try:
+            parts = urlsplit(callback_url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            parts = urlsplit("")
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise HTTPException(422, f"callback_url must be an http(s) URL; got {callback_url!r}")
         if len(callback_url) > MAX_URL:
@@ -327,8 +347,16 @@ def _extension(info: DatasetInfo) -> str:
     return {"npz": "npz", "imagefolder": "zip", "parquet": "parquet"}[info.format]
 
 
+def _check_quota(session: Session, context: Context, tenant: str, adding_bytes: int) -> None:
+    try:
+        access.check_quota(session, tenant, context.settings, adding_bytes=adding_bytes)
+    except access.QuotaExceeded as exc:
+        raise HTTPException(429, str(exc)) from exc
+
+
 def _insert(
     context: Context,
+    tenant: str,
     audit_id: uuid.UUID,
     key: str,
     upload: Upload,
@@ -337,6 +365,7 @@ def _insert(
 ) -> Audit:
     audit = Audit(
         id=audit_id,
+        tenant=tenant,
         name=options.name,
         status=AuditStatus.QUEUED,
         preset=options.preset,
@@ -355,6 +384,9 @@ def _insert(
     )
     try:
         with context.sessions() as session, session.begin():
+            # Checked again under the tenant's lock: concurrent uploads cannot both squeeze in.
+            access.lock_tenant(session, tenant)
+            _check_quota(session, context, tenant, upload.size)
             session.add(audit)
     except Exception:
         context.storage.delete_prefix(f"audits/{audit_id}")

@@ -48,15 +48,17 @@ async def in_session(context: Context, work: Callable[[Session], T], *, write: b
 
 async def with_audit(
     context: Context,
+    tenant: str,
     audit_id: uuid.UUID,
     work: Callable[[Session, Audit], T],
     *,
     write: bool = False,
 ) -> T:
-    """``in_session``, with the audit loaded first (404 when there is none)."""
+    """``in_session``, with the tenant's audit loaded first (404 when it has none: another
+    tenant's audit is not told apart from a missing one)."""
 
     def run(session: Session) -> T:
-        audit = service.get_audit(session, audit_id)
+        audit = service.get_audit(session, audit_id, tenant=tenant)
         if audit is None:
             raise HTTPException(404, f"no audit {audit_id}")
         return work(session, audit)

@@ -41,7 +41,7 @@ def inspect_dataset(
     path: FilePath, fmt: DatasetFormat | None = None, *, limits: Limits = _DEFAULT_LIMITS
 ) -> DatasetInfo:
     """What the dataset holds, from headers, metadata and labels only: cheap at upload time."""
-    inspect, _ = _reader(path, fmt)
+    inspect, _ = _reader(path, fmt, limits)
     return inspect(path, limits)
 
 
@@ -49,12 +49,12 @@ def load_dataset(
     path: FilePath, fmt: DatasetFormat | None = None, *, limits: Limits = _DEFAULT_LIMITS
 ) -> LoadedDataset:
     """Every image decoded into one uint8 array, with int64 labels."""
-    _, load = _reader(path, fmt)
+    _, load = _reader(path, fmt, limits)
     return load(path, limits)
 
 
-def _reader(path: FilePath, fmt: DatasetFormat | None) -> _Reader:
-    fmt = detect_format(path) if fmt is None else fmt
+def _reader(path: FilePath, fmt: DatasetFormat | None, limits: Limits) -> _Reader:
+    fmt = detect_format(path, limits) if fmt is None else fmt
     if fmt not in _READERS:
         raise DatasetError(
             f"unknown format '{fmt}'; accepted: {', '.join(get_args(DatasetFormat))}"

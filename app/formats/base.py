@@ -35,6 +35,11 @@ class Limits:
     max_total_bytes: int = 64 * 2**30  # whole archive, uncompressed
     max_compression_ratio: float = 200.0
 
+    @property
+    def max_entries(self) -> int:
+        """Entries a zip may list: each sample, a macOS ``._`` twin of it, and some folders."""
+        return 2 * self.max_samples + 1024
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -60,6 +65,8 @@ class LoadedDataset:
 
 
 def check_sample_count(n: int, limits: Limits) -> None:
+    if n < 0:
+        raise DatasetError(f"the file declares {n} samples: it is corrupt")
     if n == 0:
         raise DatasetError("the dataset holds no samples")
     if n > limits.max_samples:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from app.formats.base import DatasetError, DatasetFormat
+from app.formats.base import DatasetError, DatasetFormat, Limits
 from app.formats.zipsafe import open_zip
 
 ACCEPTED = (
@@ -13,6 +13,7 @@ ACCEPTED = (
     "or a Hugging Face .parquet export (image and label columns)"
 )
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
+_DEFAULT_LIMITS = Limits()
 # Formats people upload by mistake, named so the refusal says what was received.
 _OTHER_MAGIC = {
     b"\x1f\x8b": "a gzip file",
@@ -24,13 +25,15 @@ _OTHER_MAGIC = {
 }
 
 
-def detect_format(path: str | os.PathLike[str]) -> DatasetFormat:
+def detect_format(path: str | os.PathLike[str], limits: Limits = _DEFAULT_LIMITS) -> DatasetFormat:
     with open(path, "rb") as file:
         head = file.read(8)
+    if not head:
+        raise DatasetError(f"unrecognized dataset file (the file is empty); accepted: {ACCEPTED}")
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(_ZIP_MAGIC):
-        with open_zip(path) as archive:
+        with open_zip(path, limits) as archive:
             names = [info.filename for info in archive.infolist() if not info.is_dir()]
         is_npz = "x.npy" in names or "y.npy" in names
         return (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,10 +20,9 @@ from app.formats.base import (
     DatasetInfo,
     Limits,
     LoadedDataset,
-    check_image_shape,
     check_sample_count,
 )
-from app.formats.images import ImageStack, peek_shape
+from app.formats.images import Named, check_headers, decode_all
 from app.formats.zipsafe import check_entry_name, check_member, check_total, open_zip, read_member
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -38,12 +38,11 @@ class _Layout:
 
 
 def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
-    with open_zip(path) as archive:
+    """Every image's header is read (size, mode, PNG checksums): a mixed or broken image is
+    refused at upload rather than failing the audit later. No pixel is decoded."""
+    with open_zip(path, limits) as archive:
         layout = _scan(archive, limits)
-        first = layout.samples[0]
-        data = read_member(archive, first, limits.max_member_bytes)
-    shape = peek_shape(data, first.filename, limits)
-    check_image_shape(shape, len(layout.samples), limits, f"'{first.filename}'")
+        shape = check_headers(len(layout.samples), _members(archive, layout, limits), limits)
     return DatasetInfo(
         format="imagefolder",
         n_samples=len(layout.samples),
@@ -54,25 +53,29 @@ def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
 
 
 def load(path: str | os.PathLike[str], limits: Limits) -> LoadedDataset:
-    with open_zip(path) as archive:
+    with open_zip(path, limits) as archive:
         layout = _scan(archive, limits)
-        stack: ImageStack | None = None
-        for index, info in enumerate(layout.samples):
-            data = read_member(archive, info, limits.max_member_bytes)
-            if stack is None:
-                stack = ImageStack(len(layout.samples), data, info.filename, limits)
-            stack.put(index, data, info.filename)
-    assert stack is not None  # _scan refuses an archive without images
+        images = decode_all(len(layout.samples), _members(archive, layout, limits), limits)
     return LoadedDataset(
-        images=stack.images,
+        images=images,
         labels=layout.labels,
         classes=layout.classes,
         paths=[info.filename for info in layout.samples],
     )
 
 
+def _members(archive: zipfile.ZipFile, layout: _Layout, limits: Limits) -> Iterator[Named]:
+    for info in layout.samples:
+        yield info.filename, read_member(archive, info, limits.max_member_bytes)
+
+
 def _scan(archive: zipfile.ZipFile, limits: Limits) -> _Layout:
     """The classes and samples, from the central directory alone."""
+    if not archive.infolist():
+        raise DatasetError(
+            "the archive is empty: expected one folder per class, "
+            "each holding that class's PNG or JPEG images"
+        )
     entries = _entries(archive)
     root = _root(entries)
     folders: set[str] = set()
@@ -83,6 +86,11 @@ def _scan(archive: zipfile.ZipFile, limits: Limits) -> _Layout:
             if len(relative) == 1:
                 folders.add(relative[0])
             continue
+        if not relative:
+            raise DatasetError(
+                f"archive entry '{info.filename}' is a file, yet the archive also uses it as "
+                "the folder that holds the class folders"
+            )
         is_image = relative[-1].lower().endswith(IMAGE_EXTENSIONS)
         if len(relative) == 1:
             if is_image:

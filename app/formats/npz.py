@@ -10,6 +10,7 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
+from tokenize import TokenError
 
 import numpy as np
 import numpy.typing as npt
@@ -24,9 +25,9 @@ from app.formats.base import (
     check_labels,
     check_sample_count,
 )
-from app.formats.zipsafe import check_member, check_total, open_zip
+from app.formats.zipsafe import MEMBER_ERRORS, check_member, check_total, open_zip
 
-_ARRAY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile)
+_ARRAY_ERRORS = (ValueError, *MEMBER_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class _Parsed:
 
 
 def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
-    with open_zip(path) as archive:
+    with open_zip(path, limits) as archive:
         parsed = _parse(archive, limits)
     return DatasetInfo(
         format="npz",
@@ -59,7 +60,7 @@ def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
 
 
 def load(path: str | os.PathLike[str], limits: Limits) -> LoadedDataset:
-    with open_zip(path) as archive:
+    with open_zip(path, limits) as archive:
         parsed = _parse(archive, limits)
         images = _read_array(archive, parsed.x)
     return LoadedDataset(
@@ -103,11 +104,6 @@ def _image_shape(
         raise DatasetError(f"'x' must be N x H x W or N x H x W x C (C = 1 or 3), got {shape}")
     check_sample_count(shape[0], limits)
     check_image_shape(shape[1:], shape[0], limits, "each image in 'x'")
-    # A header may claim a shape far larger than the data behind it; the load would allocate it.
-    if math.prod(shape) > info.file_size:
-        raise DatasetError(
-            f"'x' is truncated: its header says {shape} but the member holds {info.file_size} bytes"
-        )
     return shape
 
 
@@ -143,6 +139,11 @@ def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Header:
                 shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
             else:
                 raise DatasetError(f"'{name}' uses unsupported .npy format version {version}")
+    except TokenError as exc:
+        # numpy's fallback parser for Python 2 headers lets this through: a header cut short.
+        raise DatasetError(
+            f"'{name}' is not a readable .npy array: its header is cut short"
+        ) from exc
     except _ARRAY_ERRORS as exc:
         raise DatasetError(f"'{name}' is not a readable .npy array: {exc}") from exc
     if dtype.hasobject:
@@ -150,7 +151,22 @@ def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Header:
             f"'{name}' is an object array, which can only be read by unpickling; "
             "object arrays are refused (save plain numeric or string arrays)"
         )
-    return _Header(dtype, tuple(int(side) for side in shape))
+    header = _Header(dtype, tuple(int(side) for side in shape))
+    _check_fits(header, info, name)
+    return header
+
+
+def _check_fits(header: _Header, info: zipfile.ZipInfo, name: str) -> None:
+    """Refuses a header that claims more data than its member holds: numpy allocates the whole
+    array from the header before reading, so a few bytes could ask for terabytes."""
+    if any(side < 0 for side in header.shape):
+        raise DatasetError(f"'{name}' is corrupt: its header gives the shape {header.shape}")
+    nbytes = math.prod(header.shape) * header.dtype.itemsize
+    if nbytes > info.file_size:
+        raise DatasetError(
+            f"'{name}' is truncated: its header says {header.shape} of {header.dtype} "
+            f"({nbytes} bytes) but the member holds {info.file_size} bytes"
+        )
 
 
 def _read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> npt.NDArray[np.generic]:

@@ -23,11 +23,10 @@ from app.formats.base import (
     Limits,
     LoadedDataset,
     as_int64_labels,
-    check_image_shape,
     check_labels,
     check_sample_count,
 )
-from app.formats.images import ImageStack, peek_shape
+from app.formats.images import Named, check_headers, decode_all
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "images")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "target")
@@ -37,19 +36,13 @@ _ARROW_ERRORS = (pa.ArrowException, OSError, EOFError)
 
 
 def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
+    """Reads every image's header (size, mode, PNG checksums), as for an ImageFolder zip."""
     with _open(path) as file:
         n, image_column, labels, classes = _parse(file, limits)
-        first = next(_image_bytes(file, image_column, limits, batch_rows=1), None)
-        if first is None:
-            raise DatasetError(f"the file's metadata promises {n} rows but holds none")
-        shape = peek_shape(first, "row 0", limits)
-    check_image_shape(shape, n, limits, "the image in row 0")
+        n_classes = check_labels(labels, classes)
+        shape = check_headers(n, _rows(file, image_column, n, limits), limits)
     return DatasetInfo(
-        format="parquet",
-        n_samples=n,
-        image_shape=shape,
-        n_classes=check_labels(labels, classes),
-        classes=classes,
+        format="parquet", n_samples=n, image_shape=shape, n_classes=n_classes, classes=classes
     )
 
 
@@ -57,18 +50,8 @@ def load(path: str | os.PathLike[str], limits: Limits) -> LoadedDataset:
     with _open(path) as file:
         n, image_column, labels, classes = _parse(file, limits)
         check_labels(labels, classes)
-        stack: ImageStack | None = None
-        count = 0
-        for count, data in enumerate(_image_bytes(file, image_column, limits), start=1):
-            if count > n:
-                break
-            if stack is None:
-                stack = ImageStack(n, data, "row 0", limits)
-            stack.put(count - 1, data, f"row {count - 1}")
-    # The metadata's row count sized the array; a column that disagrees is corruption.
-    if stack is None or count != n:
-        raise DatasetError(f"the file's metadata promises {n} rows but its image column differs")
-    return LoadedDataset(images=stack.images, labels=labels, classes=classes, paths=None)
+        images = decode_all(n, _rows(file, image_column, n, limits), limits)
+    return LoadedDataset(images=images, labels=labels, classes=classes, paths=None)
 
 
 @contextmanager
@@ -90,6 +73,9 @@ def _parse(file: Any, limits: Limits) -> tuple[int, str, npt.NDArray[np.int64], 
     n = int(file.metadata.num_rows)
     check_sample_count(n, limits)
     schema = file.schema_arrow
+    repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
+    if repeated:
+        raise DatasetError(f"column {repeated[0]!r} appears more than once; names must be unique")
     image_column = _image_column(schema)
     label_column = _label_column(schema)
     try:
@@ -101,15 +87,25 @@ def _parse(file: Any, limits: Limits) -> tuple[int, str, npt.NDArray[np.int64], 
         raise DatasetError(
             f"column '{label_column}' has {column.null_count} missing labels (first in row {first})"
         )
+    # The metadata's row count sizes the image array; a column that disagrees is corruption.
+    if len(column) != n:
+        raise DatasetError(
+            f"the file's metadata promises {n} rows but column '{label_column}' holds {len(column)}"
+        )
     labels = as_int64_labels(column.to_numpy(), f"column '{label_column}'")
     return n, image_column, labels, _class_names(schema, label_column)
 
 
+def _is_binary(kind: Any) -> bool:
+    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+
 def _is_image_type(kind: Any) -> bool:
+    """Binary, or a struct with a binary ``bytes`` field (a Hugging Face Image feature)."""
     if pa.types.is_struct(kind):
         index = kind.get_field_index("bytes")
-        return index >= 0 and _is_image_type(kind.field(index).type)
-    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+        return index >= 0 and _is_binary(kind.field(index).type)
+    return _is_binary(kind)
 
 
 def _columns(schema: Any) -> str:
@@ -161,7 +157,7 @@ def _class_names(schema: Any, label_column: str) -> list[str] | None:
         return None
     try:
         feature = json.loads(raw)["info"]["features"][label_column]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: "[[[[..."
         return None
     if not isinstance(feature, dict) or feature.get("_type") != "ClassLabel":
         return None
@@ -169,24 +165,31 @@ def _class_names(schema: Any, label_column: str) -> list[str] | None:
     return [str(name) for name in names] if isinstance(names, list) else None
 
 
-def _image_bytes(
-    file: Any, column: str, limits: Limits, batch_rows: int = _BATCH_ROWS
-) -> Iterator[bytes]:
-    """Each row's encoded image, in row order."""
+def _rows(file: Any, column: str, n: int, limits: Limits) -> Iterator[Named]:
+    """Each row's encoded image, in row order, named for messages; exactly ``n`` of them."""
     row = 0
     try:
-        for batch in file.iter_batches(batch_size=batch_rows, columns=[column]):
+        for batch in file.iter_batches(batch_size=_BATCH_ROWS, columns=[column]):
             for value in batch.column(0).to_pylist():
-                yield _encoded(value, row, limits)
+                if row == n:
+                    raise DatasetError(
+                        f"the file's metadata promises {n} rows but its image column holds more"
+                    )
+                yield f"row {row}", _encoded(value, row, limits)
                 row += 1
     except _ARROW_ERRORS as exc:
         raise DatasetError(f"the parquet file is corrupt near row {row}: {exc}") from exc
+    if row != n:
+        raise DatasetError(
+            f"the file's metadata promises {n} rows but its image column holds {row}"
+        )
 
 
 def _encoded(value: Any, row: int, limits: Limits) -> bytes:
     data = value.get("bytes") if isinstance(value, dict) else value
     if data is None:
-        where = f" (only a path, '{value['path']}')" if isinstance(value, dict) else ""
+        path = value.get("path") if isinstance(value, dict) else None
+        where = f" (only a path, '{path}')" if path else ""
         raise DatasetError(f"row {row} has no image bytes{where}; images must be embedded")
     if len(data) > limits.max_member_bytes:
         raise DatasetError(

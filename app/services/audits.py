@@ -17,14 +17,16 @@ from app.schemas import AuditRead
 from app.views import to_read
 
 
-def get_audit(session: Session, audit_id: uuid.UUID) -> Audit | None:
-    return session.get(Audit, audit_id)
+def get_audit(session: Session, audit_id: uuid.UUID, *, tenant: str) -> Audit | None:
+    """The tenant's audit; None when there is none, or it is another tenant's."""
+    audit = session.get(Audit, audit_id)
+    return audit if audit is not None and audit.tenant == tenant else None
 
 
 def list_audits(
-    session: Session, *, limit: int, offset: int, sha256: str | None = None
+    session: Session, *, tenant: str, limit: int, offset: int, sha256: str | None = None
 ) -> tuple[list[Audit], int]:
-    query = select(Audit)
+    query = select(Audit).where(Audit.tenant == tenant)
     if sha256 is not None:
         query = query.where(Audit.dataset_sha256 == sha256)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -37,12 +39,15 @@ def list_audits(
 REUSABLE = (AuditStatus.QUEUED, AuditStatus.RUNNING, AuditStatus.SUCCEEDED)
 
 
-def find_reusable(session: Session, sha256: str, *, preset: str, seed: int) -> AuditRead | None:
-    """The newest audit of this content with this preset and seed that has succeeded or may
-    still: auditing it again would give the same result."""
+def find_reusable(
+    session: Session, sha256: str, *, tenant: str, preset: str, seed: int
+) -> AuditRead | None:
+    """The tenant's newest audit of this content with this preset and seed that has succeeded or
+    may still: auditing it again would give the same result."""
     audit = session.scalars(
         select(Audit)
         .where(
+            Audit.tenant == tenant,
             Audit.dataset_sha256 == sha256,
             Audit.preset == preset,
             Audit.seed == seed,
@@ -127,7 +132,9 @@ def delete_audit(session: Session, audit: Audit) -> None:
     session.delete(audit)
 
 
-# The worker's side.
+# The worker's side. Every write a worker makes is conditional on it still holding the audit
+# (running, under its name): one that was taken for lost and re-queued, or cancelled, finds out
+# at its next write and stops, so an audit never ends twice.
 
 
 def claim(
@@ -152,6 +159,7 @@ def claim(
             worker=worker,
             attempts=Audit.attempts + 1,
             started_at=func.coalesce(Audit.started_at, now),
+            claimed_at=now,
             heartbeat_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -161,28 +169,70 @@ def claim(
     return session.get(Audit, audit_id, populate_existing=True)
 
 
+def _held(audit_id: uuid.UUID, worker: str) -> Any:
+    return (Audit.id == audit_id) & (Audit.worker == worker) & (Audit.status == AuditStatus.RUNNING)
+
+
+def heartbeat(session: Session, audit_id: uuid.UUID, *, worker: str) -> bool:
+    """Record that the worker is alive; False when it no longer holds the audit."""
+    beat = session.execute(
+        update(Audit)
+        .where(_held(audit_id, worker))
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(beat.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def hold(session: Session, audit_id: uuid.UUID, *, worker: str) -> Audit | None:
+    """The audit, locked for this transaction, if the worker still holds it. The lock comes from
+    an update (a row lock on PostgreSQL, the write lock on SQLite) before any read, so a
+    reconciler cannot take the audit away half-way through the worker's last write."""
+    if not heartbeat(session, audit_id, worker=worker):
+        return None
+    return session.get(Audit, audit_id, populate_existing=True)
+
+
 def release(session: Session, audit_id: uuid.UUID, *, worker: str) -> None:
     """Give a running audit back to the queue (its worker is stopping)."""
     session.execute(
         update(Audit)
-        .where(Audit.id == audit_id, Audit.worker == worker, Audit.status == AuditStatus.RUNNING)
-        .values(status=AuditStatus.QUEUED, worker=None, heartbeat_at=None)
+        .where(_held(audit_id, worker))
+        .values(status=AuditStatus.QUEUED, worker=None, heartbeat_at=None, dispatched_at=None)
+        .execution_options(synchronize_session=False)
     )
+
+
+def mark_dispatched(session: Session, audit_ids: list[uuid.UUID]) -> None:
+    """The broker has taken these audits' tasks."""
+    session.execute(
+        update(Audit)
+        .where(Audit.id.in_(audit_ids), Audit.status == AuditStatus.QUEUED)
+        .values(dispatched_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+Progress = Literal["continue", "cancel", "lost"]
 
 
 def record_progress(
     session: Session, audit_id: uuid.UUID, *, worker: str, stage: str, done: int, total: int
-) -> bool:
-    """Store progress and a heartbeat; True when someone asked to cancel (or the audit is gone)."""
-    session.execute(
+) -> Progress:
+    """Store progress and a heartbeat; say whether to go on, stop for a cancel, or stop because
+    the worker no longer holds the audit."""
+    stored = session.execute(
         update(Audit)
-        .where(Audit.id == audit_id, Audit.worker == worker)
+        .where(_held(audit_id, worker))
         .values(
             progress_stage=stage, progress_done=done, progress_total=total, heartbeat_at=utcnow()
         )
+        .execution_options(synchronize_session=False)
     )
+    if stored.rowcount != 1:  # type: ignore[attr-defined]
+        return "lost"
     wanted = session.scalar(select(Audit.cancel_requested).where(Audit.id == audit_id))
-    return wanted is None or wanted
+    return "cancel" if wanted else "continue"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
-        broker_url=request.getfixturevalue("redis_url"),
+        broker_url=request.getfixturevalue("unread_redis_url"),
     )
 
 

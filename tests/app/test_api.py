@@ -111,9 +111,10 @@ def test_delete_asks_a_running_audit_to_stop(client: TestClient, npz_path: Path)
     assert response.status_code == 202
     assert (response.json()["status"], response.json()["cancel_requested"]) == ("running", True)
     with transaction(context.sessions) as session:
-        assert service.record_progress(
+        progress = service.record_progress(
             session, audit_id, worker="w", stage="clustering", done=1, total=9
         )
+    assert progress == "cancel"
 
 
 def test_flagged_samples_page_and_sort(client: TestClient, npz_path: Path) -> None:

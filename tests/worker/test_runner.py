@@ -188,3 +188,78 @@ def wraps_reporter(hook):
         original(self, stage, done, total)
 
     return call
+
+
+def test_an_attempt_past_the_time_limit_fails_with_the_reason(
+    settings: Settings, tmp_path: Path, small_fashion
+) -> None:
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+    context = Context.from_settings(settings.model_copy(update={"audit_time_limit_s": 0.5}))
+    checkpoint = settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+
+    assert run_audit(context, audit_id) == AuditStatus.FAILED
+    audit = stored(context, audit_id)
+    assert audit.error == "stopped after the time limit of 0 s (AUDIT_TIME_LIMIT_S)"
+    assert not checkpoint.exists()
+
+
+def test_a_worker_that_lost_its_audit_stops_and_saves_nothing(
+    settings: Settings, context: Context, tmp_path: Path, small_fashion
+) -> None:
+    """The reconciler took the audit from this worker (it looked dead) and re-queued it: the
+    worker stops at its next report, leaving status and checkpoint to the next one."""
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+    checkpoint = settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+
+    def taken_away(stage: str, done: int, total: int) -> None:
+        if stage == "clustering" and done == 1:
+            with transaction(context.sessions) as session:
+                session.execute(
+                    update(Audit)
+                    .where(Audit.id == audit_id)
+                    .values(status=AuditStatus.QUEUED, worker=None, heartbeat_at=None)
+                )
+
+    with patch.object(ProgressReporter, "__call__", wraps_reporter(taken_away)):
+        assert run_audit(context, audit_id) is None
+    audit = stored(context, audit_id)
+    assert (audit.status, audit.worker, audit.n_flagged) == (AuditStatus.QUEUED, None, None)
+    assert checkpoint.exists()  # the next worker resumes from it
+
+    assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
+
+
+def test_the_heartbeat_thread_beats_while_the_engine_is_silent(
+    settings: Settings, tmp_path: Path, small_fashion
+) -> None:
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+    context = Context.from_settings(
+        settings.model_copy(update={"heartbeat_interval_s": 0.05, "progress_interval_s": 3600})
+    )
+    beats: list[object] = []
+
+    def watch(stage: str, done: int, total: int) -> None:
+        beats.append(stored(context, audit_id).heartbeat_at)
+
+    with patch.object(ProgressReporter, "__call__", wraps_reporter(watch)):
+        assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
+    # Progress is written once an hour here, yet the heartbeat moved on between reports.
+    assert len(set(beats)) > len(beats) // 2
+
+
+def test_an_unreadable_checkpoint_is_discarded_and_the_audit_starts_over(
+    settings: Settings, context: Context, tmp_path: Path, small_fashion
+) -> None:
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    audit_id = submit(settings, path)
+    checkpoint = settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes(b"PK\x03\x04 not a checkpoint")
+    assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED

@@ -1,0 +1,177 @@
+"""``dataset-audit keys`` and ``dataset-audit tenants``: the administrator's verbs. They work on
+the database directly (``DATABASE_URL``, or the embedded one under ``--data-dir``), bringing it to
+the newest schema first, so they run on the API's host or in its container."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from app.db import make_engine, make_sessionmaker, transaction
+from app.migrate import upgrade
+from app.services import access
+from app.settings import Settings, get_settings
+
+SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def add_verbs(verbs: Any) -> None:
+    keys = verbs.add_parser("keys", help="make, list and revoke API keys (administrators)")
+    key_verbs = keys.add_subparsers(dest="keys_verb", required=True, metavar="ACTION")
+    create = key_verbs.add_parser(
+        "create", help="make a key for a tenant (made if new); prints the key last"
+    )
+    create.add_argument("--tenant", required=True, help="the team the key acts for")
+    create.add_argument("--name", help="what the key is for, to know it by in 'keys list'")
+    _data_dir_option(create)
+    create.set_defaults(handler=_keys_create)
+    listing = key_verbs.add_parser("list", help="the keys (never their secrets)")
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    _data_dir_option(listing)
+    listing.set_defaults(handler=_keys_list)
+    revoke = key_verbs.add_parser("revoke", help="stop a key from working")
+    revoke.add_argument("key", metavar="KEY_ID", help="the key's id (from 'keys list') or the key")
+    _data_dir_option(revoke)
+    revoke.set_defaults(handler=_keys_revoke)
+
+    tenants = verbs.add_parser("tenants", help="tenants' usage and quotas (administrators)")
+    tenant_verbs = tenants.add_subparsers(dest="tenants_verb", required=True, metavar="ACTION")
+    tenant_list = tenant_verbs.add_parser("list", help="each tenant's usage against its quotas")
+    _data_dir_option(tenant_list)
+    tenant_list.set_defaults(handler=_tenants_list)
+    quota = tenant_verbs.add_parser("set", help="set a tenant's quotas (made if new)")
+    quota.add_argument("tenant")
+    quota.add_argument(
+        "--max-active-audits", type=int, metavar="N", help="audits queued or running at once"
+    )
+    quota.add_argument(
+        "--max-stored", type=parse_size, metavar="SIZE",
+        help="uploads kept (bytes, or with K, M, G, T: 500G)",
+    )  # fmt: skip
+    _data_dir_option(quota)
+    quota.set_defaults(handler=_tenants_set)
+
+
+def parse_size(text: str) -> int:
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in SIZE_UNITS else ""
+    number = value[: len(value) - len(unit)]
+    try:
+        size = float(number) * SIZE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500G)") from None
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+    return int(size)
+
+
+def _data_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path,
+        help="the embedded service's data (default: $DATABASE_URL, else $DATA_DIR or "
+        "~/.local/share/dataset-audit)",
+    )  # fmt: skip
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if args.data_dir is not None:
+        os.environ["DATA_DIR"] = str(args.data_dir.resolve())
+        get_settings.cache_clear()
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    return settings
+
+
+def _run(args: argparse.Namespace, work: Any) -> Any:
+    settings = _settings(args)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            return work(session, settings)
+    finally:
+        engine.dispose()
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    def create(session: Any, _: Settings) -> str:
+        row, key = access.create_key(session, args.tenant, args.name)
+        return f"Created API key {row.id} for tenant {row.tenant!r}. It is shown only now:\n{key}"
+
+    print(_run(args, create))
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    def rows(session: Any, _: Settings) -> list[list[str]]:
+        return [
+            [
+                key.id,
+                key.tenant,
+                key.name or "",
+                f"{key.created_at:%Y-%m-%d %H:%M}",
+                f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active",
+            ]
+            for key in access.list_keys(session, args.tenant)
+        ]
+
+    _print_table(["ID", "TENANT", "NAME", "CREATED", "STATE"], _run(args, rows))
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    def revoke(session: Any, settings: Settings) -> str:
+        row = access.revoke_key(session, args.key)
+        wait = f" (API processes forget it within {settings.auth_cache_s:g} s)"
+        return f"Revoked API key {row.id} of tenant {row.tenant!r}{wait}."
+
+    print(_run(args, revoke))
+    return 0
+
+
+def _tenants_list(args: argparse.Namespace) -> int:
+    def rows(session: Any, settings: Settings) -> list[list[str]]:
+        return [
+            [
+                use.tenant,
+                f"{use.active_audits}/{use.max_active_audits}",
+                f"{access.format_bytes(use.stored_bytes)}/"
+                f"{access.format_bytes(use.max_stored_bytes)}",
+            ]
+            for use in access.list_usage(session, settings)
+        ]
+
+    _print_table(["TENANT", "ACTIVE AUDITS", "STORED"], _run(args, rows))
+    return 0
+
+
+def _tenants_set(args: argparse.Namespace) -> int:
+    for value, flag in ((args.max_active_audits, "--max-active-audits"),):
+        if value is not None and value < 0:
+            raise ValueError(f"{flag} cannot be negative")
+
+    def set_quota(session: Any, settings: Settings) -> str:
+        access.set_quota(
+            session, args.tenant,
+            max_active_audits=args.max_active_audits, max_stored_bytes=args.max_stored,
+        )  # fmt: skip
+        use = access.usage(session, args.tenant, settings)
+        return (
+            f"Tenant {use.tenant!r}: at most {use.max_active_audits} active audits and "
+            f"{access.format_bytes(use.max_stored_bytes)} stored."
+        )
+
+    print(_run(args, set_quota))
+    return 0
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )

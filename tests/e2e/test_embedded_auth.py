@@ -1,0 +1,124 @@
+"""``dataset-audit serve --auth``, as the README gives it: keys made with the admin CLI, the CLI
+client with ``DATASET_AUDIT_API_KEY``; and its worker, killed mid-audit, restarted and resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.cli import main
+from app.client import API_KEY_ENV, AuditClient
+from app.schemas import AuditRead
+from app.settings import get_settings
+from tests.dataset_files import write_npz
+from tests.e2e.conftest import free_port, wait_until_up
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, int]]:
+    """The URL, data folder and PID of ``dataset-audit serve --auth``."""
+    data_dir = tmp_path_factory.mktemp("embedded-auth")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "AUTH", API_KEY_ENV)
+    }
+    env.update(PROGRESS_INTERVAL_S="0.1", WORKER_DEVICE="cpu", HEARTBEAT_INTERVAL_S="0.5")
+    log_path = data_dir / "serve.log"
+    command = [
+        sys.executable, "-m", "app.cli", "serve", "--auth", "--port", str(port),
+        "--data-dir", str(data_dir),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_until_up(url, process, log_path, worker=True)
+    yield url, data_dir, process.pid
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def make_key(data_dir: Path, tenant: str, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["keys", "create", "--tenant", tenant, "--data-dir", str(data_dir)]) == 0
+    get_settings.cache_clear()
+    os.environ.pop("DATA_DIR", None)
+    return capsys.readouterr().out.split()[-1]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def checkpointed(audit: AuditRead) -> bool:
+    """Running, with a weak learner or more in its checkpoint."""
+    stage, done = audit.progress.stage, audit.progress.done
+    return audit.status == "running" and (
+        stage in ("voting", "refinement") or (stage == "clustering" and done >= 1)
+    )
+
+
+def test_serve_auth_wants_a_key_from_the_admin_cli(
+    served: tuple[str, Path, int],
+    small_fashion,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, data_dir, _ = served
+    assert "API keys required" in (data_dir / "serve.log").read_text()
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert main(["submit", str(path), "--server", url, "--preset", "tiny"]) == 2
+    assert "API key" in capsys.readouterr().err
+
+    key = make_key(data_dir, "acme", capsys)
+    monkeypatch.setenv(API_KEY_ENV, key)
+    assert main(["status", "00000000-0000-0000-0000-000000000000", "--server", url]) == 2
+    assert "no audit" in capsys.readouterr().err  # authenticated: a plain 404
+    with AuditClient(url) as client:
+        assert client.list_audits().total == 0
+    assert (
+        httpx.get(f"{url}/audits", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
+    )
+
+
+def test_the_embedded_worker_killed_mid_audit_is_restarted_and_resumes(
+    served: tuple[str, Path, int], small_fashion, tmp_path: Path, capsys
+) -> None:
+    url, data_dir, serve_pid = served
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    with AuditClient(url, api_key=make_key(data_dir, "globex", capsys)) as client:
+        audit = client.submit(path, preset="tiny")
+        deadline = time.monotonic() + 120
+        while not checkpointed(current := client.get(audit.id)):
+            assert current.status in ("queued", "running"), current
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (worker,) = children(serve_pid)
+        os.kill(worker, signal.SIGKILL)
+        finished = client.wait(audit.id, timeout=180, poll_interval=0.3)
+    assert (finished.status, finished.attempts) == ("succeeded", 2), finished
+    assert "the worker exited (-9); restarting it" in (data_dir / "serve.log").read_text()
