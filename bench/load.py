@@ -28,9 +28,7 @@ import asyncio
 import contextlib
 import io
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,7 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
+from common import free_port, server_errors
 from sqlalchemy import create_engine, text
 
 from app.client import API_KEY_ENV
@@ -69,17 +68,9 @@ KINDS = ("upload", "poll", "flagged")
 READY_TIMEOUT_S = 120.0  # a worker imports torch before it is ready
 REQUEST_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Timeout)\w*: ")
 
 
 # The service, when the script runs its own.
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -401,9 +392,7 @@ def print_report(runs: list[ClientRun], wall_s: float) -> bool:
 def print_log_errors(data_dir: Path, most: int = 5) -> None:
     """The last few distinct exception lines the service logged (its tracebacks' last lines)."""
     for log in sorted(data_dir.glob("*.log")):
-        lines = log.read_text(errors="replace").splitlines()
-        found = [line for line in lines if EXCEPTION_LINE.match(line)]
-        for line in list(dict.fromkeys(reversed(found)))[:most]:
+        for line in server_errors(log, most):
             print(f"  {log.name}: {line[:300]}")
 
 

@@ -26,9 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from common import free_port, server_errors
 from sqlalchemy import Engine, text
 
 from app.db import make_engine, make_sessionmaker, transaction
@@ -72,17 +71,9 @@ FLAGGED = ("GET flagged sort=score", "GET flagged sort=index")
 TARGET_UPLOAD_RSS_MB = 200.0
 TARGET_FLAGGED_P99_MS = 50.0
 MB = 1e6
-EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Timeout)\w*: ")
 
 
 # The API process.
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -534,13 +525,6 @@ def print_load(load: dict[str, Any]) -> None:
         )
     if load["errors_by_status"]:
         print(f"  errors by status: {load['errors_by_status']}")
-
-
-def server_errors(log: Path, most: int = 3) -> list[str]:
-    """The last few distinct exception lines the API logged (its tracebacks' last lines)."""
-    lines = log.read_text(errors="replace").splitlines()
-    found = [line for line in lines if EXCEPTION_LINE.match(line)]
-    return list(dict.fromkeys(reversed(found)))[:most]
 
 
 def print_summary(up: UploadResult, saved: SaveResult, load: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app.client import API_KEY_ENV
 from app.main import create_app
 from app.settings import Settings
 
@@ -107,21 +108,7 @@ def service_url(
 def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``dataset-audit serve``, as a new user runs it: SQLite, no broker server."""
     data_dir = tmp_path_factory.mktemp("embedded")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL")
-    }
-    env.update(PROGRESS_INTERVAL_S="0.2", WORKER_DEVICE="cpu")
-    log_path = data_dir / "serve.log"
-    command = [
-        sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_until_up(url, process, log_path, worker=True)
+    url, process = start_serve(data_dir)
     yield url
     process.send_signal(signal.SIGINT)
     try:
@@ -131,6 +118,28 @@ def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("dataset-audit serve did not stop on SIGINT")
     assert (data_dir / "audits.sqlite").exists()
     assert (data_dir / "broker.sqlite").exists()
+
+
+def start_serve(data_dir: Path, *options: str, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """``dataset-audit serve --data-dir DATA_DIR OPTIONS`` as a new user runs it (no server URLs
+    from this environment), up and with its worker ready; its URL and process."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    own_env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "AUTH", API_KEY_ENV)
+    }
+    own_env.update({"PROGRESS_INTERVAL_S": "0.2", "WORKER_DEVICE": "cpu", **env})
+    log_path = data_dir / "serve.log"
+    command = [
+        sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--data-dir", str(data_dir),
+        *options,
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=own_env, stdout=log, stderr=subprocess.STDOUT)
+    wait_until_up(url, process, log_path, worker=True)
+    return url, process
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,29 +18,16 @@ from app.client import API_KEY_ENV, AuditClient
 from app.schemas import AuditRead
 from app.settings import get_settings
 from tests.dataset_files import write_npz
-from tests.e2e.conftest import free_port, wait_until_up
+from tests.e2e.conftest import start_serve
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, int]]:
     """The URL, data folder and PID of ``dataset-audit serve --auth``."""
     data_dir = tmp_path_factory.mktemp("embedded-auth")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "AUTH", API_KEY_ENV)
-    }
-    env.update(PROGRESS_INTERVAL_S="0.1", WORKER_DEVICE="cpu", HEARTBEAT_INTERVAL_S="0.5")
-    log_path = data_dir / "serve.log"
-    command = [
-        sys.executable, "-m", "app.cli", "serve", "--auth", "--port", str(port),
-        "--data-dir", str(data_dir),
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_until_up(url, process, log_path, worker=True)
+    url, process = start_serve(
+        data_dir, "--auth", PROGRESS_INTERVAL_S="0.1", HEARTBEAT_INTERVAL_S="0.5"
+    )
     yield url, data_dir, process.pid
     process.send_signal(signal.SIGINT)
     try:

@@ -164,13 +164,21 @@ def scores(api: TestClient, audit_id: str) -> np.ndarray:
     return np.array(response.json()["scores"], dtype=np.float32)
 
 
+def audit_in_progress(
+    api: TestClient, workers: Workers, path: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A worker, and the audit it is running with a learner or more in its checkpoint."""
+    worker = workers.start()
+    audit_id = submit(api, path)
+    wait_for(api, f"/audits/{audit_id}", learners_done)
+    return worker, audit_id
+
+
 def test_a_worker_killed_mid_audit_is_replaced_and_the_audit_resumes(
     api: TestClient, workers: Workers, dataset: tuple[Path, np.ndarray]
 ) -> None:
     path, expected = dataset
-    first = workers.start()
-    audit_id = submit(api, path)
-    wait_for(api, f"/audits/{audit_id}", learners_done)  # a checkpoint holds a learner or more
+    first, audit_id = audit_in_progress(api, workers, path)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert api.get(f"/audits/{audit_id}").json()["status"] == "running"  # as the worker left it
@@ -188,9 +196,7 @@ def test_a_frozen_worker_loses_its_audit_by_heartbeat_timeout_and_cannot_overwri
     api: TestClient, workers: Workers, dataset: tuple[Path, np.ndarray]
 ) -> None:
     path, expected = dataset
-    frozen = workers.start()
-    audit_id = submit(api, path)
-    wait_for(api, f"/audits/{audit_id}", learners_done)
+    frozen, audit_id = audit_in_progress(api, workers, path)
     os.kill(frozen.pid, signal.SIGSTOP)  # alive, but silent: only the heartbeat tells
     workers.start()
 
