@@ -11,7 +11,8 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import ContextDep, in_session
 from app.models import DEFAULT_TENANT
@@ -19,6 +20,12 @@ from app.services import access
 
 API_CHALLENGE = 'Bearer realm="dataset-audit"'
 PAGE_CHALLENGE = 'Basic realm="dataset-audit", charset="UTF-8"'
+# Declares the scheme in the OpenAPI schema, so that /docs can send a key ("Authorize").
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="APIKey",
+    description="A key from 'dataset-audit keys create --tenant NAME' (when AUTH is on).",
+)
 
 
 def presented_key(authorization: str | None) -> str | None:
@@ -62,7 +69,11 @@ async def _tenant(request: Request, context: ContextDep, challenge: str) -> str:
     return tenant
 
 
-async def api_tenant(request: Request, context: ContextDep) -> str:
+async def api_tenant(
+    request: Request,
+    context: ContextDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+) -> str:
     return await _tenant(request, context, API_CHALLENGE)
 
 
