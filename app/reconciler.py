@@ -24,6 +24,7 @@ from datetime import timedelta
 from celery import Celery
 from kombu.entity import Exchange, Queue
 from sqlalchemy import select, update
+from sqlalchemy.sql import ColumnElement
 
 from app.context import Context
 from app.db import transaction
@@ -127,11 +128,11 @@ def _fail_overdue(context: Context, done: Reconciled) -> None:
             done.failed.append(audit_id)
 
 
-def _fail(context: Context, condition: object, reason: str) -> bool:
+def _fail(context: Context, condition: ColumnElement[bool], reason: str) -> bool:
     with transaction(context.sessions) as session:
         failed = session.execute(
             update(Audit)
-            .where(condition)  # type: ignore[arg-type]
+            .where(condition)
             .values(status=AuditStatus.FAILED, finished_at=utcnow(), error=reason, worker=None)
             .returning(Audit.id, Audit.callback_url)
         ).all()

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from app.models import Audit, AuditScores, AuditStatus, FlaggedSample, utcnow
 from app.schemas import AuditRead
@@ -169,7 +170,7 @@ def claim(
     return session.get(Audit, audit_id, populate_existing=True)
 
 
-def _held(audit_id: uuid.UUID, worker: str) -> Any:
+def _held(audit_id: uuid.UUID, worker: str) -> ColumnElement[bool]:
     return (Audit.id == audit_id) & (Audit.worker == worker) & (Audit.status == AuditStatus.RUNNING)
 
 

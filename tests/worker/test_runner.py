@@ -41,6 +41,17 @@ def submit(settings: Settings, path: Path) -> uuid.UUID:
     return uuid.UUID(response.json()["id"])
 
 
+@pytest.fixture
+def fashion_npz(tmp_path: Path, small_fashion) -> Path:
+    path = tmp_path / "d.npz"
+    write_npz(path, *small_fashion)
+    return path
+
+
+def checkpoint_of(settings: Settings, audit_id: uuid.UUID) -> Path:
+    return settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+
+
 def stored(context: Context, audit_id: uuid.UUID) -> Audit:
     with context.sessions() as session:
         audit = session.get(Audit, audit_id)
@@ -49,11 +60,9 @@ def stored(context: Context, audit_id: uuid.UUID) -> Audit:
 
 
 def test_an_audit_runs_once_and_saves_its_outcome(
-    settings: Settings, context: Context, tmp_path: Path, small_fashion
+    settings: Settings, context: Context, fashion_npz: Path
 ) -> None:
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
+    audit_id = submit(settings, fashion_npz)
 
     assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
     audit = stored(context, audit_id)
@@ -63,9 +72,7 @@ def test_an_audit_runs_once_and_saves_its_outcome(
     assert audit.n_flagged is not None
     assert audit.summary is not None
     assert sum(c["n_samples"] for c in audit.summary["classes"]) == 600
-    assert not (
-        settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
-    ).exists()
+    assert not (checkpoint_of(settings, audit_id)).exists()
 
     # A redelivered task finds the audit finished and leaves it alone.
     assert run_audit(context, audit_id) is None
@@ -74,11 +81,9 @@ def test_an_audit_runs_once_and_saves_its_outcome(
 
 
 def test_a_cancel_stops_the_engine_at_its_next_progress_report(
-    settings: Settings, context: Context, tmp_path: Path, small_fashion
+    settings: Settings, context: Context, fashion_npz: Path
 ) -> None:
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
+    audit_id = submit(settings, fashion_npz)
     with transaction(context.sessions) as session:
         session.execute(update(Audit).where(Audit.id == audit_id).values(cancel_requested=True))
 
@@ -103,11 +108,9 @@ def test_a_dataset_the_engine_refuses_fails_with_its_reason(
 
 
 def test_a_dataset_broken_in_storage_fails_with_a_readable_message(
-    settings: Settings, context: Context, tmp_path: Path, small_fashion
+    settings: Settings, context: Context, fashion_npz: Path
 ) -> None:
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
+    audit_id = submit(settings, fashion_npz)
     target = settings.data_dir / "storage" / "audits" / str(audit_id) / "dataset.npz"
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
 
@@ -117,7 +120,7 @@ def test_a_dataset_broken_in_storage_fails_with_a_readable_message(
     assert error.startswith("the dataset cannot be read:")
 
 
-def test_an_audit_runs_from_remote_storage(tmp_path: Path, small_fashion) -> None:
+def test_an_audit_runs_from_remote_storage(tmp_path: Path, fashion_npz: Path) -> None:
     """Any fsspec URL works as storage: fsspec's in-memory filesystem stands in for S3 here."""
     settings = Settings(
         data_dir=tmp_path / "data",
@@ -127,9 +130,7 @@ def test_an_audit_runs_from_remote_storage(tmp_path: Path, small_fashion) -> Non
     )
     upgrade(settings.resolved_database_url)
     context = Context.from_settings(settings)
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
+    audit_id = submit(settings, fashion_npz)
     assert context.storage.exists(f"audits/{audit_id}/dataset.npz")
     assert not (settings.data_dir / "storage").exists()
 
@@ -139,11 +140,9 @@ def test_an_audit_runs_from_remote_storage(tmp_path: Path, small_fashion) -> Non
 
 
 def test_a_missing_upload_fails_the_audit(
-    settings: Settings, context: Context, tmp_path: Path, small_fashion
+    settings: Settings, context: Context, fashion_npz: Path
 ) -> None:
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
+    audit_id = submit(settings, fashion_npz)
     (settings.data_dir / "storage" / "audits" / str(audit_id) / "dataset.npz").unlink()
 
     assert run_audit(context, audit_id) == AuditStatus.FAILED
@@ -151,12 +150,10 @@ def test_a_missing_upload_fails_the_audit(
 
 
 def test_a_stopping_worker_gives_the_audit_back_and_a_later_run_resumes_it(
-    settings: Settings, context: Context, tmp_path: Path, small_fashion
+    settings: Settings, context: Context, fashion_npz: Path
 ) -> None:
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
-    checkpoint = settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+    audit_id = submit(settings, fashion_npz)
+    checkpoint = checkpoint_of(settings, audit_id)
     reports = 0
 
     def stop_after_two_learners(stage: str, done: int, total: int) -> None:
@@ -191,13 +188,11 @@ def wraps_reporter(hook):
 
 
 def test_an_attempt_past_the_time_limit_fails_with_the_reason(
-    settings: Settings, tmp_path: Path, small_fashion
+    settings: Settings, fashion_npz: Path
 ) -> None:
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
+    audit_id = submit(settings, fashion_npz)
     context = Context.from_settings(settings.model_copy(update={"audit_time_limit_s": 0.5}))
-    checkpoint = settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+    checkpoint = checkpoint_of(settings, audit_id)
 
     assert run_audit(context, audit_id) == AuditStatus.FAILED
     audit = stored(context, audit_id)
@@ -206,14 +201,12 @@ def test_an_attempt_past_the_time_limit_fails_with_the_reason(
 
 
 def test_a_worker_that_lost_its_audit_stops_and_saves_nothing(
-    settings: Settings, context: Context, tmp_path: Path, small_fashion
+    settings: Settings, context: Context, fashion_npz: Path
 ) -> None:
     """The reconciler took the audit from this worker (it looked dead) and re-queued it: the
     worker stops at its next report, leaving status and checkpoint to the next one."""
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
-    checkpoint = settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+    audit_id = submit(settings, fashion_npz)
+    checkpoint = checkpoint_of(settings, audit_id)
 
     def taken_away(stage: str, done: int, total: int) -> None:
         if stage == "clustering" and done == 1:
@@ -234,11 +227,9 @@ def test_a_worker_that_lost_its_audit_stops_and_saves_nothing(
 
 
 def test_the_heartbeat_thread_beats_while_the_engine_is_silent(
-    settings: Settings, tmp_path: Path, small_fashion
+    settings: Settings, fashion_npz: Path
 ) -> None:
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
+    audit_id = submit(settings, fashion_npz)
     context = Context.from_settings(
         settings.model_copy(update={"heartbeat_interval_s": 0.05, "progress_interval_s": 3600})
     )
@@ -254,12 +245,10 @@ def test_the_heartbeat_thread_beats_while_the_engine_is_silent(
 
 
 def test_an_unreadable_checkpoint_is_discarded_and_the_audit_starts_over(
-    settings: Settings, context: Context, tmp_path: Path, small_fashion
+    settings: Settings, context: Context, fashion_npz: Path
 ) -> None:
-    path = tmp_path / "d.npz"
-    write_npz(path, *small_fashion)
-    audit_id = submit(settings, path)
-    checkpoint = settings.data_dir / "storage" / "audits" / str(audit_id) / "checkpoint.npz"
+    audit_id = submit(settings, fashion_npz)
+    checkpoint = checkpoint_of(settings, audit_id)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(b"PK\x03\x04 not a checkpoint")
     assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
