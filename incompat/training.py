@@ -44,8 +44,6 @@ class Learner:
             model = model.to(memory_format=torch.channels_last)
         self.model: nn.Module = model
         self._forward: nn.Module = torch.compile(model) if config.compile else model  # type: ignore[assignment]
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: autotuned kernels pay off
         self.use_bf16 = config.precision == "bf16" or (
             config.precision == "auto" and self.device.type == "cuda"
         )

@@ -14,6 +14,7 @@ FORMATS: tuple[DatasetFormat, ...] = ("npz", "imagefolder", "parquet")
 
 # Smaller images carry too little for the engine's crops and convolutions.
 MIN_IMAGE_SIDE = 8
+MAX_CLASS_NAME = 256  # characters
 
 
 class DatasetError(ValueError):
@@ -107,6 +108,23 @@ def check_labels(labels: npt.NDArray[np.int64], classes: list[str] | None) -> in
             f"0..{len(classes) - 1}"
         )
     return int(distinct.size)
+
+
+def check_class_names(names: list[str], where: str) -> list[str]:
+    """Class names as text a report, a database and a browser can all hold: printable, and of a
+    sane length. (A lone surrogate or a NUL would pass Python but fail PostgreSQL or the page.)"""
+    for label, name in enumerate(names):
+        if not name.isprintable():
+            raise DatasetError(
+                f"{where}: the name of class {label} ({name!a}) holds characters that are "
+                "not printable text (control characters, NUL or lone surrogates)"
+            )
+        if len(name) > MAX_CLASS_NAME:
+            raise DatasetError(
+                f"{where}: the name of class {label} is {len(name)} characters long; "
+                f"at most {MAX_CLASS_NAME} allowed"
+            )
+    return names
 
 
 def as_int64_labels(labels: npt.NDArray[Any], where: str) -> npt.NDArray[np.int64]:

@@ -20,6 +20,7 @@ from app.formats.base import (
     DatasetInfo,
     Limits,
     LoadedDataset,
+    check_class_names,
     check_sample_count,
 )
 from app.formats.images import Named, check_headers, decode_all
@@ -168,6 +169,7 @@ def _check_classes(classes: list[str], sample_classes: list[str]) -> None:
         raise DatasetError(
             f"found one class folder ('{classes[0]}'); an audit needs at least 2 classes"
         )
+    check_class_names(classes, "class folders")
     empty = sorted(set(classes) - set(sample_classes))
     if empty:
         raise DatasetError(f"class folder '{empty[0]}' holds no images")

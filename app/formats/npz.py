@@ -21,6 +21,7 @@ from app.formats.base import (
     Limits,
     LoadedDataset,
     as_int64_labels,
+    check_class_names,
     check_image_shape,
     check_labels,
     check_sample_count,
@@ -125,7 +126,17 @@ def _class_names(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> list[str]:
             "'classes' must be a 1-D array of strings (one name per label value), "
             f"got {header.dtype} of shape {header.shape}"
         )
-    return [str(name) for name in _read_array(archive, info)]
+    names = _read_array(archive, info)
+    # A UCS-4 code unit above U+10FFFF is no character: numpy's str() fails on it with a
+    # SystemError, so it is refused while still a number.
+    if names.dtype.itemsize and (_code_points(names) > 0x10FFFF).any():
+        raise DatasetError("'classes' holds a code point beyond Unicode (above U+10FFFF)")
+    return check_class_names([str(name) for name in names], "'classes'")
+
+
+def _code_points(names: npt.NDArray[np.generic]) -> npt.NDArray[np.uint32]:
+    unit = np.dtype(np.uint32).newbyteorder(names.dtype.byteorder)
+    return np.ascontiguousarray(names).view(unit)
 
 
 def _read_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Header:

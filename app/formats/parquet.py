@@ -23,6 +23,7 @@ from app.formats.base import (
     Limits,
     LoadedDataset,
     as_int64_labels,
+    check_class_names,
     check_labels,
     check_sample_count,
 )
@@ -162,7 +163,9 @@ def _class_names(schema: Any, label_column: str) -> list[str] | None:
     if not isinstance(feature, dict) or feature.get("_type") != "ClassLabel":
         return None
     names = feature.get("names")
-    return [str(name) for name in names] if isinstance(names, list) else None
+    if not isinstance(names, list):
+        return None
+    return check_class_names([str(name) for name in names], "the ClassLabel names")
 
 
 def _rows(file: Any, column: str, n: int, limits: Limits) -> Iterator[Named]:

@@ -386,6 +386,11 @@ CORPUS = [
         lambda: zip_of({k: v for k, v in folder_members().items() if "/a/" in k}),
         "an audit needs at least 2 classes",
     ),
+    case(
+        "zip-class-folder-with-a-newline",
+        lambda: zip_with("data/c\nd/0.png", png(IMAGES[0])),
+        "the name of class 2 ('c\\nd') holds characters that are not printable",
+    ),
     case("zip-image-outside-classes", lambda: zip_with("data/x.png", png(IMAGES[0])), "outside"),
     case("zip-nested-too-deep", lambda: zip_with("data/a/b/0.png", png(IMAGES[0])), "too deep"),
     case("zip-no-class-folders", lambda: zip_of({"README.md": b"# data"}), "no class folders"),
@@ -429,6 +434,32 @@ CORPUS = [
         "npz-numeric-class-names",
         lambda: npz(x=IMAGES, y=LABELS, classes=np.arange(2)),
         "'classes' must be a 1-D array of strings",
+    ),
+    case(
+        "npz-class-name-beyond-unicode",
+        lambda: npz_members(
+            {
+                "x": npy(IMAGES),
+                "y": npy(LABELS),
+                "classes": npy_header((2,), "<U1", np.array([0x61, 0x110000], "<u4").tobytes()),
+            }
+        ),
+        "'classes' holds a code point beyond Unicode",
+    ),
+    case(
+        "npz-class-name-lone-surrogate",
+        lambda: npz(x=IMAGES, y=LABELS, classes=np.array(["a", "\ud800"])),
+        "the name of class 1 ('\\ud800') holds characters that are not printable",
+    ),
+    case(
+        "npz-class-name-nul",
+        lambda: npz(x=IMAGES, y=LABELS, classes=np.array(["a\x00b", "c"])),
+        "the name of class 0 ('a\\x00b') holds characters that are not printable",
+    ),
+    case(
+        "npz-class-name-too-long",
+        lambda: npz(x=IMAGES, y=LABELS, classes=np.array(["a", "b" * 300])),
+        "the name of class 1 is 300 characters long; at most 256 allowed",
     ),
     case("npz-rank-2", lambda: npz(x=IMAGES.reshape(N, -1), y=LABELS), "N x H x W"),
     case("npz-rank-5", lambda: npz(x=IMAGES.reshape(N, 1, 1, SIDE, SIDE), y=LABELS), "N x H x W"),
@@ -551,6 +582,16 @@ CORPUS = [
         "parquet-label-beyond-names",
         lambda: hf_parquet(labels=LABELS * 2, names=["a", "b"]),
         "label 2 has no class name",
+    ),
+    case(
+        "parquet-class-name-lone-surrogate",
+        lambda: hf_parquet(names=["a", "\udfff"]),
+        "the ClassLabel names: the name of class 1 ('\\udfff') holds characters",
+    ),
+    case(
+        "parquet-class-name-nul",
+        lambda: hf_parquet(names=["\x00", "b"]),
+        "the name of class 0 ('\\x00') holds characters that are not printable",
     ),
     case("parquet-one-class", lambda: hf_parquet(labels=np.ones(N, int)), "at least 2 classes"),
     case("parquet-corrupt", corrupt_parquet, "not a readable parquet file"),

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from incompat import DetectionResult, __version__, detect, get_preset
 
@@ -111,6 +112,28 @@ def test_progress_reports_every_learner_and_round(small_fashion) -> None:
     assert [d for s, d, _ in calls if s == "refinement"] == list(range(MINIMAL.refine_rounds + 1))
     assert ("voting", 1, 1) in calls
     assert all(done <= total for _, done, total in calls)
+
+
+def test_runs_on_deterministic_cudnn_and_gives_the_caller_its_settings_back(
+    small_fashion, monkeypatch
+) -> None:
+    """Autotuned cuDNN algorithms differ between processes; a resumed audit runs in another one."""
+    images, labels = small_fashion
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    during: set[tuple[bool, bool]] = set()
+    detect(images, labels, config=MINIMAL, seed=0, device="cpu",
+           on_progress=lambda *_: during.add((cudnn.benchmark, cudnn.deterministic)))  # fmt: skip
+    assert during == {(False, True)}
+    assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
+    with pytest.raises(Cancelled):
+        detect(images, labels, config=MINIMAL, seed=0, device="cpu", on_progress=cancel_at_once)
+    assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
+
+
+def cancel_at_once(stage: str, done: int, total: int) -> None:
+    raise Cancelled
 
 
 def test_cancel_by_raising_from_the_callback(small_fashion) -> None:
