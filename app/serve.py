@@ -14,11 +14,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import FrameType
 
 from app.migrate import upgrade
 from app.queue import QUEUE
 from app.settings import Settings, get_settings
 
+PARENT_PID_ENV = "DATASET_AUDIT_SERVE_PID"
 WORKER_STOP_S = 10.0
 WORKER_RESTART_S = 5.0
 
@@ -55,11 +57,18 @@ def serve(
         f"data in {settings.data_dir}, {access}",
         flush=True,
     )
+    # uvicorn handles SIGTERM itself, then raises it again once it has shut down: with Python's
+    # default action that would end the process before `finally` and orphan the worker.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
     finally:
         worker.stop()
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 class WorkerProcess:
@@ -71,7 +80,11 @@ class WorkerProcess:
             "--pool=solo", "--concurrency=1", f"--loglevel={log_level.upper()}",
             "-Q", QUEUE, "--hostname", f"embedded.{os.getpid()}@{socket.gethostname()}",
         ]  # fmt: skip
-        self.env = {**os.environ, "DATA_DIR": str(settings.data_dir)}
+        self.env = {
+            **os.environ,
+            "DATA_DIR": str(settings.data_dir),
+            PARENT_PID_ENV: str(os.getpid()),  # the worker stops if this process dies
+        }
         self.process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from types import FrameType
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutting_down
@@ -12,11 +19,13 @@ from app.db import transaction
 from app.dispatch import dispatch
 from app.models import Audit, AuditStatus
 from app.queue import make_celery
+from app.serve import PARENT_PID_ENV
 from app.services import audits as service
 from app.settings import get_settings
 from worker.context import died_here, worker_context
 from worker.runner import shutdown_requested
 
+ORPHAN_CHECK_S = 1.0
 log = logging.getLogger(__name__)
 celery_app = make_celery(get_settings(), include=("worker.tasks",))
 
@@ -38,6 +47,43 @@ def recover_local_audits(**_: Any) -> None:
         log.warning("audit %s: its worker %s died; queued again", audit_id, name)
     if orphans:
         dispatch(context, [audit_id for audit_id, _ in orphans])
+
+
+@worker_ready.connect
+def mark_stops_first(**_: Any) -> None:
+    """Note a stop signal before Celery acts on it. A cold stop (SIGQUIT, a second SIGINT) cancels
+    the running task before Celery announces the shutdown, and on the solo pool it does so by
+    raising from its handler wherever the engine is: the runner must already know that this is a
+    stop, not an engine error, so that it queues the audit again instead of failing it."""
+    for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        celery_handler = signal.getsignal(stop)
+        if callable(celery_handler):
+            signal.signal(stop, partial(_mark_then_handle, celery_handler))
+
+
+def _mark_then_handle(celery_handler: Callable[[int, FrameType | None], Any], signum: int,
+                      frame: FrameType | None) -> None:  # fmt: skip
+    shutdown_requested.set()
+    celery_handler(signum, frame)
+
+
+@worker_ready.connect
+def follow_serve(**_: Any) -> None:
+    """Under ``dataset-audit serve``, stop when it is gone: a ``serve`` killed outright (SIGKILL)
+    cannot stop its worker itself, and an orphaned worker would hold the data folder's queue."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent:
+        watch = threading.Thread(
+            target=_stop_when_orphaned, args=(int(parent),), name="serve-watch", daemon=True
+        )
+        watch.start()
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_S)
+    log.warning("dataset-audit serve (pid %d) is gone; this worker stops", parent)
+    os.kill(os.getpid(), signal.SIGQUIT)  # a cold stop, as serve's own: the audit is queued again
 
 
 @worker_shutting_down.connect

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.client import API_KEY_ENV
+from app.client import API_KEY_ENV, AuditClient
 from app.main import create_app
 from app.settings import Settings
 
@@ -140,6 +141,44 @@ def start_serve(data_dir: Path, *options: str, **env: str) -> tuple[str, subproc
         process = subprocess.Popen(command, env=own_env, stdout=log, stderr=subprocess.STDOUT)
     wait_until_up(url, process, log_path, worker=True)
     return url, process
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs of a process's children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, neither gone nor a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_checkpointed(client: AuditClient, audit_id: uuid.UUID, timeout: float = 120) -> None:
+    """Until the audit runs with a weak learner or more in its checkpoint."""
+    deadline = time.monotonic() + timeout
+    while True:
+        audit = client.get(audit_id)
+        stage, done = audit.progress.stage, audit.progress.done
+        if audit.status == "running" and (
+            stage in ("voting", "refinement") or (stage == "clustering" and done >= 1)
+        ):
+            return
+        assert audit.status in ("queued", "running"), audit
+        assert time.monotonic() < deadline, f"not checkpointed after {timeout} s: {audit}"
+        time.sleep(0.05)
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +14,9 @@ import pytest
 
 from app.cli import main
 from app.client import API_KEY_ENV, AuditClient
-from app.schemas import AuditRead
 from app.settings import get_settings
 from tests.dataset_files import write_npz
-from tests.e2e.conftest import start_serve
+from tests.e2e.conftest import children, start_serve, wait_until_checkpointed
 
 
 @pytest.fixture(scope="module")
@@ -41,27 +39,6 @@ def make_key(data_dir: Path, tenant: str, capsys: pytest.CaptureFixture[str]) ->
     get_settings.cache_clear()
     os.environ.pop("DATA_DIR", None)
     return capsys.readouterr().out.split()[-1]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def checkpointed(audit: AuditRead) -> bool:
-    """Running, with a weak learner or more in its checkpoint."""
-    stage, done = audit.progress.stage, audit.progress.done
-    return audit.status == "running" and (
-        stage in ("voting", "refinement") or (stage == "clustering" and done >= 1)
-    )
 
 
 def test_serve_auth_wants_a_key_from_the_admin_cli(
@@ -98,11 +75,7 @@ def test_the_embedded_worker_killed_mid_audit_is_restarted_and_resumes(
     write_npz(path, *small_fashion)
     with AuditClient(url, api_key=make_key(data_dir, "globex", capsys)) as client:
         audit = client.submit(path, preset="tiny")
-        deadline = time.monotonic() + 120
-        while not checkpointed(current := client.get(audit.id)):
-            assert current.status in ("queued", "running"), current
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until_checkpointed(client, audit.id)
         (worker,) = children(serve_pid)
         os.kill(worker, signal.SIGKILL)
         finished = client.wait(audit.id, timeout=180, poll_interval=0.3)
