@@ -95,9 +95,12 @@ def npz_bytes(folder: Path, images: np.ndarray, labels: np.ndarray) -> bytes:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    # DELETE cases each upload a fresh queued audit, more than the default quota of active audits
+    # at high FUZZ_CASES; quotas are tested in test_access.py.
     settings = Settings(
-        data_dir=tmp_path / "data", progress_interval_s=0.0, worker_device="cpu", auth=True
-    )
+        data_dir=tmp_path / "data", progress_interval_s=0.0, worker_device="cpu", auth=True,
+        tenant_max_active_audits=1_000_000,
+    )  # fmt: skip
     upgrade(settings.resolved_database_url)
     return settings
 
