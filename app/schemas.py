@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.models import AuditStatus
 
-PRESET_NAMES = ("tiny", "fast", "paper")
-Preset = Literal["tiny", "fast", "paper"]
+PRESET_NAMES = ("tiny", "fast", "robust", "paper")
+Preset = Literal["tiny", "fast", "robust", "paper"]
 FLAG_THRESHOLD = 0.5
 # The largest page offset: past it, a 64-bit SQL integer (SQLite's, PostgreSQL's bigint)
 # overflows.

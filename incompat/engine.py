@@ -19,7 +19,7 @@ from incompat.result import DetectionResult, summarize_classes
 from incompat.training import Learner
 from incompat.validation import validate
 from incompat.version import __version__
-from incompat.voting import refine, vote
+from incompat.voting import refine, refinement_start, vote
 
 ProgressCallback = Callable[[str, int, int], None]
 """``on_progress(stage, done, total)``; stages are "clustering", "voting" and "refinement".
@@ -115,7 +115,7 @@ def detect(
         report("refinement", 0, config.refine_rounds)
         confidence, label_prob = refine(
             learner,
-            outcome.keep,
+            refinement_start(outcome, config),
             _stage_seed(seed, 3),
             on_round=lambda done, total: report("refinement", done, total),
         )

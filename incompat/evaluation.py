@@ -1,4 +1,6 @@
-"""Attack success of a model retrained on the samples an audit kept (ENGINE_SPEC's measure)."""
+"""Attack success of a model retrained on the samples an audit kept (ENGINE_SPEC's measure), and
+the penultimate-layer features that the baseline defences read from a model trained on everything.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +24,75 @@ class RetrainOutcome:
     attack_success: float  # source test images: correct when clean, target when triggered
 
 
+class RetrainedModel:
+    """A fresh network trained on the planted set restricted to ``keep``."""
+
+    def __init__(
+        self,
+        planted: PoisonedDataset,
+        keep: np.ndarray,
+        *,
+        epochs: int = 20,
+        config: EngineConfig | str = "fast",
+        seed: int = 0,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if isinstance(config, str):
+            config = get_preset(config)
+        self.planted = planted
+        self.config = config
+        train = validate(planted.images, planted.labels, config)
+        self.classes = train.classes
+        self.data = DeviceData.from_arrays(
+            train.images, train.labels, train.num_classes, resolve_device(device),
+            normalization=config.normalization, crop_padding=config.crop_padding,
+            hflip=config.hflip,
+        )  # fmt: skip
+        self.learner = Learner(self.data, config.replace(balance_classes=False))
+        self.learner.reset(seed)
+        mask = torch.from_numpy(np.asarray(keep, bool)).to(self.data.device)
+        self.learner.train(mask, epochs)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Predicted classes (input label space) of uint8 images shaped like the training set."""
+        evaluation = self.learner.evaluate(data=self._data_of(images))
+        predicted: np.ndarray = self.classes[evaluation.prediction.cpu().numpy()]
+        return predicted
+
+    @torch.no_grad()
+    def features(self, images: np.ndarray | None = None) -> np.ndarray:
+        """Penultimate-layer activations (the head's input), N x D float32; of the training set
+        when ``images`` is None."""
+        data = self.data if images is None else self._data_of(images)
+        captured: list[torch.Tensor] = []
+        head = self.learner.model.get_submodule("head")
+        hook = head.register_forward_hook(lambda _m, args, _o: captured.append(args[0].float()))
+        try:
+            self.learner.evaluate(data=data)
+        finally:
+            hook.remove()
+        return torch.cat(captured).cpu().numpy()
+
+    def outcome(self, test_images: np.ndarray, test_labels: np.ndarray) -> RetrainOutcome:
+        """Clean accuracy on the test set, and attack success on its source-class images."""
+        test = validate(test_images, test_labels, self.config)
+        if not np.array_equal(self.classes, test.classes):
+            raise ValueError("the test set's classes differ from the training set's")
+        clean = self.predict(test_images)
+        source = np.isin(test_labels, self.planted.sources)
+        triggered = self.predict(self.planted.trigger.apply(test_images[source]))
+        return RetrainOutcome(
+            clean_accuracy=float((clean == test_labels).mean()),
+            attack_success=attack_success(
+                clean[source], triggered, test_labels[source], self.planted.target
+            ),
+        )
+
+    def _data_of(self, images: np.ndarray) -> DeviceData:
+        shaped = images if images.ndim == 4 else images[..., None]
+        return self.data.with_images(shaped, np.zeros(len(images), np.int64))
+
+
 def retrained_attack_success(
     planted: PoisonedDataset,
     keep: np.ndarray,
@@ -35,30 +106,5 @@ def retrained_attack_success(
 ) -> RetrainOutcome:
     """Train a fresh network on ``planted`` restricted to ``keep`` (e.g. ``~result.is_flagged``;
     all True for no defence), then measure clean accuracy and attack success on the test set."""
-    if isinstance(config, str):
-        config = get_preset(config)
-    train = validate(planted.images, planted.labels, config)
-    test = validate(test_images, test_labels, config)
-    if not np.array_equal(train.classes, test.classes):
-        raise ValueError("the test set's classes differ from the training set's")
-    torch_device = resolve_device(device)
-    data = DeviceData.from_arrays(
-        train.images, train.labels, train.num_classes, torch_device,
-        normalization=config.normalization, crop_padding=config.crop_padding, hflip=config.hflip,
-    )  # fmt: skip
-    learner = Learner(data, config.replace(balance_classes=False))
-    learner.reset(seed)
-    learner.train(torch.from_numpy(np.asarray(keep, bool)).to(torch_device), epochs)
-
-    def predict(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        evaluation = learner.evaluate(data=data.with_images(images, labels))
-        predicted: np.ndarray = train.classes[evaluation.prediction.cpu().numpy()]
-        return predicted
-
-    clean = predict(test.images, test.labels)
-    source = test_labels == planted.source
-    triggered = predict(planted.trigger.apply(test.images[source]), test.labels[source])
-    return RetrainOutcome(
-        clean_accuracy=float((clean == test_labels).mean()),
-        attack_success=attack_success(clean[source], triggered, planted.source, planted.target),
-    )
+    model = RetrainedModel(planted, keep, epochs=epochs, config=config, seed=seed, device=device)
+    return model.outcome(test_images, test_labels)

@@ -40,10 +40,14 @@ def detection_metrics(is_flagged: np.ndarray, is_poison: np.ndarray) -> Detectio
 
 
 def attack_success(
-    clean_predictions: np.ndarray, triggered_predictions: np.ndarray, source: int, target: int
+    clean_predictions: np.ndarray,
+    triggered_predictions: np.ndarray,
+    source: int | np.ndarray,
+    target: int,
 ) -> float:
     """Share of source-class test images classified correctly when clean and as the target when
-    triggered (ENGINE_SPEC). Both arrays hold predictions for the same source-class test images."""
+    triggered (ENGINE_SPEC). Both arrays hold predictions for the same source-class test images;
+    ``source`` is their class, or each image's class when the attack has several sources."""
     clean_predictions = np.asarray(clean_predictions)
     triggered_predictions = np.asarray(triggered_predictions)
     if clean_predictions.shape != triggered_predictions.shape:

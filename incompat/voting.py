@@ -57,25 +57,33 @@ def vote(
     return Vote(label=label, count=count, voters=voters.long(), against=against, keep=keep)
 
 
+def refinement_start(outcome: Vote, config: EngineConfig) -> torch.Tensor:
+    """The samples the refinement network learns from first (``EngineConfig.refine_trust``)."""
+    if config.refine_trust is None:
+        return outcome.keep
+    return outcome.keep & (outcome.against <= config.refine_trust)
+
+
 def refine(
     learner: Learner,
-    keep: torch.Tensor,
+    start: torch.Tensor,
     seed: int,
     on_round: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Self-paced refinement: keep training one network on the kept samples and re-decide each
-    sample by an average of whether the network agrees with its given label.
+    """Self-paced refinement: keep training one network, from the ``start`` samples on, and
+    re-decide each sample by an average of whether the network agrees with its given label.
 
     Returns the confidence c in [0, 1] that each sample's label is genuine (keep iff c > 0.5), and
     the final network's probability of each given label.
     """
     config = learner.config
     learner.reset(seed)
-    confidence = torch.full(keep.shape, 0.5, device=keep.device)
-    label_prob = torch.full(keep.shape, 0.5, device=keep.device)
+    confidence = torch.full(start.shape, 0.5, device=start.device)
+    label_prob = torch.full(start.shape, 0.5, device=start.device)
+    train_set = start
     for round_ in range(config.refine_rounds):
         learner.new_optimizer()
-        learner.train(keep, config.refine_epochs)
+        learner.train(train_set, config.refine_epochs)
         evaluation = learner.evaluate()
         if config.agree_prob is None:
             agrees = evaluation.prediction == learner.data.labels
@@ -83,7 +91,10 @@ def refine(
             agrees = evaluation.given_prob >= config.agree_prob
         confidence = (1 - config.refine_decay) * agrees.float() + config.refine_decay * confidence
         label_prob = evaluation.given_prob
-        keep = confidence > 0.5
+        if config.refine_admit_prob is None:
+            train_set = confidence > 0.5
+        else:
+            train_set = start | (evaluation.given_prob >= config.refine_admit_prob)
         if on_round is not None:
             on_round(round_ + 1, config.refine_rounds)
     return confidence, label_prob
