@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.models import AuditStatus
 
-PRESET_NAMES = ("tiny", "fast", "robust", "paper")
-Preset = Literal["tiny", "fast", "robust", "paper"]
+PRESET_NAMES = ("tiny", "fast", "paper")
+Preset = Literal["tiny", "fast", "paper"]
 FLAG_THRESHOLD = 0.5
 # The largest page offset: past it, a 64-bit SQL integer (SQLite's, PostgreSQL's bigint)
 # overflows.
@@ -28,7 +28,9 @@ class Page(BaseModel, Generic[T]):
 
 
 class Progress(BaseModel):
-    stage: str | None = Field(description="clustering, voting or refinement; null before start.")
+    stage: str | None = Field(
+        description="clustering, voting, refinement or groups; null before start."
+    )
     done: int
     total: int
     percent: float = Field(description="Share of the current stage done, 0-100.")
@@ -46,11 +48,27 @@ class ClassCounts(BaseModel):
     )
 
 
+class TriggerGroup(BaseModel):
+    """Samples of one class that share a feature the rest of their class lacks and that the
+    incompatible clusters' learners reject far more often than the rest: a backdoor's poisons.
+    Every member is flagged."""
+
+    label: int = Field(description="The given class (its index among the dataset's classes).")
+    name: str | None = None
+    n_samples: int
+    share: float = Field(description="The group's share of its class.")
+    rejected: float = Field(description="Share of the group's members the learners reject.")
+    rejected_elsewhere: float = Field(
+        description="Share of the rest of the class the learners reject."
+    )
+
+
 class AuditSummary(BaseModel):
     n_samples: int
     n_flagged: int
     flagged_fraction: float
     classes: list[ClassCounts]
+    trigger_groups: list[TriggerGroup] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     n_learners: int | None = None
     device: str | None = None

@@ -11,6 +11,7 @@ from app.schemas import (
     Dataset,
     Delivery,
     Progress,
+    TriggerGroup,
     Webhook,
 )
 
@@ -60,11 +61,16 @@ def _summary(audit: Audit) -> AuditSummary | None:
         ClassCounts(**c, name=names[c["label"]] if 0 <= c["label"] < len(names) else None)
         for c in audit.summary.get("classes", [])
     ]
+    groups = [
+        TriggerGroup(**g, name=names[g["label"]] if 0 <= g["label"] < len(names) else None)
+        for g in audit.summary.get("trigger_groups", [])
+    ]
     return AuditSummary(
         n_samples=audit.n_samples,
         n_flagged=audit.n_flagged,
         flagged_fraction=round(audit.n_flagged / audit.n_samples, 6),
         classes=classes,
+        trigger_groups=groups,
         timings=audit.summary.get("timings", {}),
         n_learners=audit.summary.get("n_learners"),
         device=audit.device,

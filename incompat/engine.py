@@ -15,14 +15,16 @@ from incompat.checkpoint import ClusteringState
 from incompat.clustering import find_cluster, train_weak_learner
 from incompat.config import DEFAULT_PRESET, EngineConfig, get_preset
 from incompat.data import DeviceData
-from incompat.result import DetectionResult, summarize_classes
+from incompat.groups import TriggerGroup, find_groups, probe_features
+from incompat.result import DetectionResult, GroupSummary, summarize_classes
 from incompat.training import Learner
 from incompat.validation import validate
 from incompat.version import __version__
 from incompat.voting import refine, refinement_start, vote
 
 ProgressCallback = Callable[[str, int, int], None]
-"""``on_progress(stage, done, total)``; stages are "clustering", "voting" and "refinement".
+"""``on_progress(stage, done, total)``; stages are "clustering", "voting", "refinement" and
+"groups".
 The callback may raise to cancel the run."""
 
 
@@ -126,6 +128,27 @@ def detect(
         score = outcome.against
         label_prob = 1.0 - outcome.against
     timings["refinement"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    groups: list[TriggerGroup] = []
+    if config.probe_steps > 0:
+        report("groups", 0, 1)
+        features = probe_features(learner, config.probe_steps, _stage_seed(seed, 4))
+        groups = find_groups(
+            features,
+            data.labels,
+            ~outcome.keep,
+            data.num_classes,
+            max_share=config.group_max_share,
+            min_contrast=config.group_min_contrast,
+            generator=torch.Generator(device=torch_device).manual_seed(_stage_seed(seed, 5)),
+        )
+        for group in groups:
+            # Flagged from 0.5, like every other flag; stronger groups rank higher.
+            is_flagged = is_flagged | group.members
+            score = torch.where(group.members, score.clamp_min(0.5 + 0.5 * group.contrast), score)
+        report("groups", 1, 1)
+    timings["groups"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started + seconds_before_resume
 
     flagged = is_flagged.cpu().numpy()
@@ -140,6 +163,16 @@ def detect(
         voted_label=voted_label.astype(np.int64),
         cluster_ids=state.cluster_ids(),
         class_summary=summarize_classes(given, flagged, voted_label),
+        trigger_groups=[
+            GroupSummary(
+                label=int(dataset.classes[g.cls]),
+                n_samples=int(g.members.sum()),
+                share=g.share,
+                rejected=g.rejected,
+                rejected_elsewhere=g.rejected_elsewhere,
+            )
+            for g in groups
+        ],
         timings=timings,
         config=config,
         seed=seed,

@@ -29,6 +29,27 @@ class ClassSummary:
 
 
 @dataclass(frozen=True)
+class GroupSummary:
+    """A trigger group (groups.py): samples of one class that share a feature the rest of the
+    class lacks and that the vote rejects far more often than the rest."""
+
+    label: int  # the given class, as in the input labels
+    n_samples: int
+    share: float  # of its class
+    rejected: float  # share of its members the vote rejects
+    rejected_elsewhere: float  # share of the rest of the class the vote rejects
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "n_samples": self.n_samples,
+            "share": round(self.share, 4),
+            "rejected": round(self.rejected, 4),
+            "rejected_elsewhere": round(self.rejected_elsewhere, 4),
+        }
+
+
+@dataclass(frozen=True)
 class DetectionResult:
     """Per-sample flags and scores, and how they were obtained.
 
@@ -49,6 +70,7 @@ class DetectionResult:
     )  # int64, N: the learners' plurality label (input label space), -1 if none
     cluster_ids: np.ndarray  # int16, bags x N: the sample's cluster in each bag, -1 if none
     class_summary: list[ClassSummary]
+    trigger_groups: list[GroupSummary]  # flagged whole, whatever the refinement decided
     timings: dict[str, float]
     config: EngineConfig
     seed: int
@@ -79,6 +101,7 @@ class DetectionResult:
             "n_learners": self.n_learners,
             "epoch_equivalents": round(self.epoch_equivalents, 1),
             "classes": [c.to_dict() for c in self.class_summary],
+            "trigger_groups": [g.to_dict() for g in self.trigger_groups],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "config": self.config.to_dict(),
             "seed": self.seed,
