@@ -44,8 +44,9 @@ class TriggerGroup:
 
 
 def probe_epochs(steps: int, n_samples: int, batch_size: int) -> int:
-    """Epochs that make about ``steps`` SGD steps over ``n_samples``, and at least 2."""
-    return max(2, math.ceil(steps * batch_size / n_samples))
+    """Epochs that make about ``steps`` SGD steps over ``n_samples``: from 2 (large datasets)
+    to 30 (a few hundred images, which more passes would only memorise)."""
+    return min(30, max(2, math.ceil(steps * batch_size / n_samples)))
 
 
 def probe_features(learner: Learner, steps: int, seed: int) -> torch.Tensor:

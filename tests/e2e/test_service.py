@@ -85,6 +85,8 @@ def test_planted_poisons_are_flagged_in_every_format(
 
     target = next(c for c in audit["summary"]["classes"] if c["label"] == 7)
     assert (target["name"], target["flagged_voted_label"]) == ("7_Sneaker", 1)
+    for group in audit["summary"]["trigger_groups"]:  # named like the classes, when there are any
+        assert group["name"] == classes[group["label"]]
     if fmt == "imagefolder":
         for item in flagged:
             assert item["path"].split("/")[1] == classes[item["label"]]

@@ -13,7 +13,7 @@ from incompat import DetectionResult, __version__, detect, get_preset
 # Two bags of two clusters, one epoch per stage: every code path, in a couple of seconds.
 MINIMAL = get_preset("tiny").replace(
     bags=2, clusters_per_bag=2, cluster_frac=0.3, warmup_epochs=1, refit_epochs=1,
-    retrain_epochs=1, refine_rounds=2, refine_epochs=1,
+    retrain_epochs=1, refine_rounds=2, refine_epochs=1, probe_steps=10,
 )  # fmt: skip
 
 
