@@ -131,6 +131,7 @@ def detect(
 
     tic = time.perf_counter()
     groups: list[TriggerGroup] = []
+    in_group = torch.zeros_like(is_flagged)
     if config.probe_steps > 0:
         report("groups", 0, 1)
         features = probe_features(learner, config.probe_steps, _stage_seed(seed, 4))
@@ -146,6 +147,7 @@ def detect(
         for group in groups:
             # Flagged from 0.5, like every other flag; stronger groups rank higher.
             is_flagged = is_flagged | group.members
+            in_group = in_group | group.members
             score = torch.where(group.members, score.clamp_min(0.5 + 0.5 * group.contrast), score)
         report("groups", 1, 1)
     timings["groups"] = time.perf_counter() - tic
@@ -163,6 +165,7 @@ def detect(
         voted_label=voted_label.astype(np.int64),
         cluster_ids=state.cluster_ids(),
         class_summary=summarize_classes(given, flagged, voted_label),
+        in_trigger_group=in_group.cpu().numpy(),
         trigger_groups=[
             GroupSummary(
                 label=int(dataset.classes[g.cls]),

@@ -71,6 +71,7 @@ class DetectionResult:
     cluster_ids: np.ndarray  # int16, bags x N: the sample's cluster in each bag, -1 if none
     class_summary: list[ClassSummary]
     trigger_groups: list[GroupSummary]  # flagged whole, whatever the refinement decided
+    in_trigger_group: np.ndarray  # bool, N: the sample is in one of the trigger groups
     timings: dict[str, float]
     config: EngineConfig
     seed: int
@@ -88,9 +89,10 @@ class DetectionResult:
         return np.flatnonzero(self.is_flagged)
 
     def most_suspicious(self, k: int | None = None) -> np.ndarray:
-        """Indices from most to least suspicious: by score, then (the score is coarse and ties
-        often) by how improbable the final network finds the label, then by the vote."""
-        order = np.lexsort((-self.vote_score, self.label_prob, -self.score))
+        """Indices from most to least suspicious: trigger groups' members first (the strongest
+        evidence), then by score, then (the score is coarse and ties often) by how improbable the
+        final network finds the label, then by the vote."""
+        order = np.lexsort((-self.vote_score, self.label_prob, -self.score, ~self.in_trigger_group))
         return order if k is None else order[:k]
 
     def summary(self) -> dict[str, Any]:
