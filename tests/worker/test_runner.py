@@ -67,7 +67,7 @@ def test_an_audit_runs_once_and_saves_its_outcome(
     assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
     audit = stored(context, audit_id)
     assert audit.status == AuditStatus.SUCCEEDED
-    assert (audit.attempts, audit.progress_stage) == (1, "refinement")
+    assert (audit.attempts, audit.progress_stage) == (1, "groups")
     assert audit.progress_done == audit.progress_total > 0
     assert audit.n_flagged is not None
     assert audit.summary is not None
