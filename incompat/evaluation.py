@@ -14,7 +14,7 @@ from incompat.config import EngineConfig, get_preset
 from incompat.data import DeviceData
 from incompat.engine import resolve_device
 from incompat.metrics import attack_success
-from incompat.training import Learner
+from incompat.training import Learner, penultimate_features
 from incompat.validation import validate
 
 
@@ -63,15 +63,9 @@ class RetrainedModel:
     def features(self, images: np.ndarray | None = None) -> np.ndarray:
         """Penultimate-layer activations (the head's input), N x D float32; of the training set
         when ``images`` is None."""
-        data = self.data if images is None else self._data_of(images)
-        captured: list[torch.Tensor] = []
-        head = self.learner.model.get_submodule("head")
-        hook = head.register_forward_hook(lambda _m, args, _o: captured.append(args[0].float()))
-        try:
-            self.learner.evaluate(data=data)
-        finally:
-            hook.remove()
-        return torch.cat(captured).cpu().numpy()
+        data = None if images is None else self._data_of(images)
+        features: np.ndarray = penultimate_features(self.learner, data).cpu().numpy()
+        return features
 
     def outcome(self, test_images: np.ndarray, test_labels: np.ndarray) -> RetrainOutcome:
         """Clean accuracy on the test set, and attack success on its source-class images."""

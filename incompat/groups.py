@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from incompat.training import Learner
+from incompat.training import Learner, penultimate_features
 
 _DIMS = 10  # principal components the clustering sees, as in activation clustering
 _RESTARTS = 4
@@ -55,14 +55,7 @@ def probe_features(learner: Learner, steps: int, seed: int) -> torch.Tensor:
     learner.reset(seed)
     epochs = probe_epochs(steps, learner.data.n, learner.config.batch_size)
     learner.train(torch.ones(learner.data.n, dtype=torch.bool, device=learner.device), epochs)
-    captured: list[torch.Tensor] = []
-    head = learner.model.get_submodule("head")
-    hook = head.register_forward_hook(lambda _m, args, _o: captured.append(args[0].float()))
-    try:
-        learner.evaluate()
-    finally:
-        hook.remove()
-    return torch.cat(captured)
+    return penultimate_features(learner)
 
 
 def find_groups(

@@ -133,6 +133,19 @@ class Learner:
         return Evaluation(loss, torch.cat(predictions), torch.cat(probs))
 
 
+def penultimate_features(learner: Learner, data: DeviceData | None = None) -> torch.Tensor:
+    """The network's penultimate activations (its head's input), N x D, on every sample of
+    ``data`` (the learner's own dataset when None), in eval mode."""
+    captured: list[torch.Tensor] = []
+    head = learner.model.get_submodule("head")
+    hook = head.register_forward_hook(lambda _m, args, _o: captured.append(args[0].float()))
+    try:
+        learner.evaluate(data=data)
+    finally:
+        hook.remove()
+    return torch.cat(captured)
+
+
 def _chunks(index: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
     for start in range(0, index.numel(), size):
         yield index[start : start + size]
