@@ -1,8 +1,9 @@
-"""``dataset-audit ci``: audit a dataset from a pipeline and fail the build when it looks poisoned.
+"""``dataset-audit ci``: audit a dataset from a pipeline and fail the build when it is poisoned.
 
-Exit status: 0 within the thresholds, 1 over them, 2 when the audit could not be done (server
-unreachable, bad file, audit failed, timeout). Reports: JUnit XML (one test case per class, its
-flagged samples as the failure) and JSON.
+Exit status: 0 when the verdict is clean (and within any share thresholds given), 1 when it is
+poisoned (or over a threshold), 2 when the audit could not be done (server unreachable, bad
+file, audit failed, timeout). Reports, written on every exit: JUnit XML (one test case per
+class, failing for the classes the verdict implicates; an errored case on exit 2) and JSON.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import hashlib
 import json
 import time
 import xml.etree.ElementTree as ET
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.client import AuditClient
-from app.schemas import AuditRead, FlaggedItem
+from app.schemas import AuditRead, FlaggedItem, ImplicatedGroup
+from app.wording import class_name, group_line, verdict_lines
 
 EXIT_PASS = 0
 EXIT_POISONED = 1
@@ -32,6 +33,8 @@ class CiError(Exception):
 
 @dataclass(frozen=True)
 class Thresholds:
+    """Optional limits on the flagged share, on top of the verdict."""
+
     max_flagged_fraction: float | None = None
     max_flagged: int | None = None
 
@@ -46,6 +49,10 @@ class Thresholds:
             reasons.append(f"{n_flagged} samples flagged, over the limit of {self.max_flagged}")
         return reasons
 
+    @property
+    def given(self) -> bool:
+        return self.max_flagged_fraction is not None or self.max_flagged is not None
+
 
 @dataclass(frozen=True)
 class CiReport:
@@ -53,25 +60,44 @@ class CiReport:
     audit: AuditRead
     flagged: list[FlaggedItem]  # most suspicious first
     thresholds: Thresholds
-    reasons: list[str]  # why the thresholds were exceeded; empty when within them
-    url: str
+    over_thresholds: list[str]  # the thresholds exceeded, and by how much
+    url: str  # the report page
     reused: bool
     seconds: float
+
+    @property
+    def poisoned(self) -> bool:
+        summary = self.audit.summary
+        verdict = None if summary is None else summary.verdict
+        return verdict is not None and verdict.status == "poisoned"
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the build fails; empty when it passes."""
+        pairs = "; ".join(
+            group_line(g, self.audit.dataset.classes).split(":")[0] for g in self.implicated
+        )
+        verdict = [f"the verdict is poisoned ({pairs})"] if self.poisoned else []
+        return verdict + self.over_thresholds
 
     @property
     def exit_code(self) -> int:
         return EXIT_POISONED if self.reasons else EXIT_PASS
 
+    @property
+    def implicated(self) -> list[ImplicatedGroup]:
+        summary = self.audit.summary
+        return [] if summary is None or summary.verdict is None else summary.verdict.implicated
+
     def class_name(self, label: int) -> str:
-        names = self.audit.dataset.classes or []
-        return f"class {label} ({names[label]})" if 0 <= label < len(names) else f"class {label}"
+        return class_name(label, self.audit.dataset.classes)
 
 
 def run_ci(
     client: AuditClient,
     path: Path,
     *,
-    preset: str,
+    preset: str | None,
     seed: int,
     thresholds: Thresholds,
     timeout_s: float | None,
@@ -80,24 +106,36 @@ def run_ci(
     on_progress: Callable[[AuditRead], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> CiReport:
+    """Audit ``path`` (``preset`` None: the server's default) and judge it."""
     if not path.is_file():
         raise CiError(f"no such file: {path}")
     started = time.monotonic()
     audit = None
-    if reuse:
+    if reuse and preset is not None:
         with path.open("rb") as file:
             sha256 = hashlib.file_digest(file, "sha256").hexdigest()
         audit = client.find_reusable(sha256, preset=preset, seed=seed)
+        if audit is not None and _without_verdict(audit):
+            audit = None  # made before the engine gave verdicts: audit again
     reused = audit is not None
     if audit is not None:
-        log(
-            f"Audit {audit.id} of this content (sha256 {sha256[:12]}) is {audit.status}: reusing it"
-        )
+        log(f"Audit {audit.id} of this content (sha256 {sha256[:12]}) is {audit.status}: "
+            "reusing it")  # fmt: skip
     else:
-        audit = client.submit(path, preset=preset, seed=seed, name=name, reuse=reuse)
-        log(f"Uploaded {path.name}: audit {audit.id} ({audit.dataset.n_samples} samples, "
-            f"preset {preset}, seed {seed})")  # fmt: skip
-    url = f"{client.server}/audits/{audit.id}"
+        audit, reused = client.submit_or_reuse(
+            path, preset=preset, seed=seed, name=name, reuse=reuse
+        )
+        if reused and _without_verdict(audit):
+            audit, reused = client.submit_or_reuse(
+                path, preset=preset, seed=seed, name=name, reuse=False
+            )
+        if reused:
+            log(f"Audit {audit.id} of this content with preset {audit.preset} and seed "
+                f"{audit.seed} is {audit.status}: reusing it")  # fmt: skip
+        else:
+            log(f"Uploaded {path.name}: audit {audit.id} ({audit.dataset.n_samples} samples, "
+                f"preset {audit.preset}, seed {audit.seed})")  # fmt: skip
+    url = f"{client.server}/audits/{audit.id}/report"
     remaining = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - started))
     try:
         audit = client.wait(audit.id, on_progress=on_progress, timeout=remaining)
@@ -107,88 +145,146 @@ def run_ci(
         ) from exc
     if audit.status != "succeeded":
         raise CiError(f"the audit {audit.status}: {audit.error or 'no reason given'} ({url})")
-    assert audit.summary is not None
+    summary = audit.summary
+    assert summary is not None
     return CiReport(
         path=path,
         audit=audit,
         flagged=client.flagged(audit.id, sort="score"),
         thresholds=thresholds,
-        reasons=thresholds.exceeded(audit.summary.n_flagged, audit.summary.n_samples),
+        over_thresholds=thresholds.exceeded(summary.n_flagged, summary.n_samples),
         url=url,
         reused=reused,
         seconds=time.monotonic() - started,
     )
 
 
+def _without_verdict(audit: AuditRead) -> bool:
+    return audit.summary is not None and audit.summary.verdict is None
+
+
 def print_report(report: CiReport, log: Callable[[str], None] = print) -> None:
     summary = report.audit.summary
     assert summary is not None
+    names = report.audit.dataset.classes
+    for line in verdict_lines(summary.verdict, names):
+        log(line)
+    suspected = summary.n_suspected_poisons
     log(f"{summary.n_flagged} of {summary.n_samples} samples flagged "
-        f"({summary.flagged_fraction:.2%}).")  # fmt: skip
+        f"({summary.flagged_fraction:.2%}): {suspected} suspected poisons, "
+        f"{summary.n_flagged - suspected} label issues.")  # fmt: skip
     for cls in summary.classes:
         if cls.n_flagged:
             voted = cls.flagged_voted_label
-            pointer = "" if voted is None else f"; the learners voted {report.class_name(voted)}"
+            pointer = (
+                ""
+                if voted is None or voted == cls.label
+                else f"; most look like {report.class_name(voted)}"
+            )
             log(f"  {report.class_name(cls.label)}: {cls.n_flagged} of {cls.n_samples}{pointer}")
     if report.flagged:
         log("Most suspicious:")
         for item in report.flagged[:SHOWN]:
             where = f"  {item.path}" if item.path else ""
-            log(f"  #{item.index}  score {item.score:.2f}  {report.class_name(item.label)}{where}")
-    log(f"Results: {report.url}")
+            log(f"  #{item.index}  {item.kind.replace('_', ' ')}  score {item.score:.3f}  "
+                f"{report.class_name(item.label)}{where}")  # fmt: skip
+    log(f"Report: {report.url}")
     if report.reasons:
         log("POISONED: " + "; ".join(report.reasons) + ".")
+    elif report.thresholds.given:
+        log("CLEAN, and within the thresholds.")
     else:
-        log("Within the thresholds.")
+        log("CLEAN.")
 
 
 def write_junit(report: CiReport, path: Path) -> None:
-    """One test case per class (its flagged samples are its failure), and one for the thresholds."""
-    by_class: dict[int, list[FlaggedItem]] = defaultdict(list)
-    for item in sorted(report.flagged, key=lambda item: item.index):
-        by_class[item.label].append(item)
+    """One test case per class, failing for the classes the verdict implicates (their suspected
+    poisons are the failure), and one for the thresholds when any were given."""
     summary = report.audit.summary
     assert summary is not None
-    suite = ET.Element(
-        "testsuite",
-        name=f"dataset-audit {report.path.name}",
-        tests=str(len(summary.classes) + 1),
-        failures=str(sum(1 for c in summary.classes if c.n_flagged) + bool(report.reasons)),
-        errors="0",
-        time=f"{report.seconds:.3f}",
+    implicated = {group.target: group for group in report.implicated}
+    suspects: dict[int, list[FlaggedItem]] = {}
+    for item in sorted(report.flagged, key=lambda item: item.index):
+        if item.kind == "suspected_poison":
+            suspects.setdefault(item.label, []).append(item)
+    suite = _suite(
+        report.path,
+        tests=len(summary.classes) + report.thresholds.given,
+        failures=len(implicated) + bool(report.over_thresholds),
+        errors=0,
+        seconds=report.seconds,
+        properties={
+            "audit": str(report.audit.id),
+            "url": report.url,
+            "sha256": report.audit.dataset.sha256,
+            "preset": report.audit.preset,
+            "seed": str(report.audit.seed),
+            "verdict": "none" if summary.verdict is None else summary.verdict.status,
+        },
     )
-    properties = ET.SubElement(suite, "properties")
-    for key, value in {
-        "audit": str(report.audit.id),
-        "url": report.url,
-        "sha256": report.audit.dataset.sha256,
-        "preset": report.audit.preset,
-        "seed": str(report.audit.seed),
-    }.items():
-        ET.SubElement(properties, "property", name=key, value=value)
     for cls in summary.classes:
         case = ET.SubElement(
             suite, "testcase", classname="dataset-audit.classes", name=report.class_name(cls.label)
         )
-        items = by_class.get(cls.label, [])
-        if items:
-            voted = cls.flagged_voted_label
-            pointer = "" if voted is None else f"; the learners voted {report.class_name(voted)}"
+        group = implicated.get(cls.label)
+        if group is not None:
             failure = ET.SubElement(
                 case,
                 "failure",
-                type="flagged",
-                message=f"{cls.n_flagged} of {cls.n_samples} samples flagged{pointer}",
+                type="poisoned",
+                message=group_line(group, report.audit.dataset.classes),
             )
-            failure.text = "flagged indices: " + ", ".join(str(i.index) for i in items)
+            items = suspects.get(cls.label, [])
+            failure.text = "suspected poisons: " + ", ".join(str(i.index) for i in items)
             paths = [i.path for i in items if i.path]
             if paths:
-                failure.text += "\nflagged paths:\n" + "\n".join(paths)
-    case = ET.SubElement(
-        suite, "testcase", classname="dataset-audit", name="flagged samples within thresholds"
+                failure.text += "\nsuspected poison paths:\n" + "\n".join(paths)
+        elif cls.n_flagged:
+            output = ET.SubElement(case, "system-out")
+            output.text = f"{cls.n_flagged} of {cls.n_samples} samples flagged as label issues"
+    if report.thresholds.given:
+        case = ET.SubElement(
+            suite, "testcase", classname="dataset-audit", name="flagged samples within thresholds"
+        )
+        if report.over_thresholds:
+            message = "; ".join(report.over_thresholds)
+            ET.SubElement(case, "failure", type="threshold", message=message)
+    _write_tree(suite, path)
+
+
+def write_junit_error(data: Path, message: str, seconds: float, path: Path) -> None:
+    """The JUnit report of an audit that could not be done: one errored case."""
+    suite = _suite(data, tests=1, failures=0, errors=1, seconds=seconds, properties={})
+    case = ET.SubElement(suite, "testcase", classname="dataset-audit", name="audit")
+    ET.SubElement(case, "error", type="audit-error", message=message)
+    _write_tree(suite, path)
+
+
+def _suite(
+    data: Path,
+    *,
+    tests: int,
+    failures: int,
+    errors: int,
+    seconds: float,
+    properties: dict[str, str],
+) -> ET.Element:
+    suite = ET.Element(
+        "testsuite",
+        name=f"dataset-audit {data.name}",
+        tests=str(tests),
+        failures=str(failures),
+        errors=str(errors),
+        time=f"{seconds:.3f}",
     )
-    if report.reasons:
-        ET.SubElement(case, "failure", type="poisoned", message="; ".join(report.reasons))
+    if properties:
+        element = ET.SubElement(suite, "properties")
+        for key, value in properties.items():
+            ET.SubElement(element, "property", name=key, value=value)
+    return suite
+
+
+def _write_tree(suite: ET.Element, path: Path) -> None:
     root = ET.Element("testsuites")
     root.append(suite)
     tree = ET.ElementTree(root)
@@ -198,8 +294,11 @@ def write_junit(report: CiReport, path: Path) -> None:
 
 
 def report_json(report: CiReport) -> dict[str, Any]:
+    summary = report.audit.summary
+    assert summary is not None
     return {
-        "verdict": "poisoned" if report.reasons else "clean",
+        "result": "poisoned" if report.reasons else "clean",
+        "verdict": None if summary.verdict is None else summary.verdict.model_dump(mode="json"),
         "exit_code": report.exit_code,
         "reasons": report.reasons,
         "thresholds": {
@@ -214,5 +313,15 @@ def report_json(report: CiReport) -> dict[str, Any]:
 
 
 def write_json(report: CiReport, path: Path) -> None:
+    _write_json(report_json(report), path)
+
+
+def write_json_error(data: Path, message: str, path: Path) -> None:
+    _write_json(
+        {"result": "error", "exit_code": EXIT_ERROR, "error": message, "file": str(data)}, path
+    )
+
+
+def _write_json(payload: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report_json(report), indent=2) + "\n")
+    path.write_text(json.dumps(payload, indent=2) + "\n")

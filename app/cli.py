@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from app import admin
 from app.formats import DatasetError, load_dataset
 from app.progress import ProgressDisplay
 from app.schemas import PRESET_NAMES
+from app.wording import class_name, short_name, verdict_lines
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_ERROR = 2
-DEFAULT_MAX_FLAGGED_FRACTION = 0.05
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--seed", type=int)
     submit.add_argument("--name", help="a name to know the audit by")
     submit.add_argument("--wait", action="store_true", help="wait for the audit to finish")
+    submit.add_argument(
+        "--no-reuse", dest="reuse", action="store_false",
+        help="audit again even when this content was audited with this preset and seed",
+    )  # fmt: skip
     _server_option(submit)
     submit.set_defaults(handler=_submit)
 
@@ -113,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     flagged = verbs.add_parser("flagged", help="an audit's flagged samples")
     flagged.add_argument("audit_id", metavar="ID")
     flagged.add_argument("--sort", choices=("index", "score"), default="index")
+    flagged.add_argument(
+        "--kind", choices=("suspected_poison", "label_issue"),
+        help="only suspected poisons, or only label issues (default: both)",
+    )  # fmt: skip
     flagged.add_argument("--json", action="store_true", help="print JSON lines, one per sample")
     _server_option(flagged)
     flagged.set_defaults(handler=_flagged)
@@ -125,18 +134,18 @@ def _parser() -> argparse.ArgumentParser:
 
     ci = verbs.add_parser(
         "ci",
-        help="audit a dataset from a CI pipeline: exit 0 within the thresholds, 1 over them "
-        "(poisoned), 2 on an error",
+        help="audit a dataset from a CI pipeline: exit 0 when the verdict is clean, 1 when it is "
+        "poisoned (or over a threshold you set), 2 on an error",
     )
     ci.add_argument("data", type=Path, help=DATA_HELP)
-    ci.add_argument("--preset", choices=PRESET_NAMES, default="fast", help="default: fast")
+    ci.add_argument("--preset", choices=PRESET_NAMES, help="default: the server's (fast)")
     ci.add_argument("--seed", type=int, default=0)
     ci.add_argument("--name", help="a name to know the audit by")
     ci.add_argument(
         "--max-flagged-fraction", type=float, metavar="F", default=None,
-        help="fail when more than this share of samples is flagged (default 0.05 when neither "
-        "limit is given). The engine flags a few per cent of clean data (3-4 %% on "
-        "Fashion-MNIST with 'fast'): set it from an audit of data you trust",
+        help="also fail when more than this share of samples is flagged, whatever the verdict "
+        "(the engine flags a few per cent of clean data as label issues: 3-4 %% of "
+        "Fashion-MNIST with 'fast')",
     )  # fmt: skip
     ci.add_argument("--max-flagged", type=int, metavar="N", help="fail above N flagged samples")
     ci.add_argument("--timeout", type=float, metavar="S", help="give up (exit 2) after S seconds")
@@ -178,7 +187,7 @@ def _scan(args: argparse.Namespace) -> int:
         raise DatasetError(f"no such file: {args.data}")
     dataset = load_dataset(args.data)
     result, seconds = _run_engine(dataset.images, dataset.labels, args)
-    _print_summary(result, seconds)
+    _print_summary(result, seconds, dataset.classes)
     if args.output:
         _write_json(args.output, _result_json(result, args.preset, seconds))
     if args.report:
@@ -219,7 +228,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.server:
         return _demo_on_server(args, planted)
     result, seconds = _run_engine(planted.images, planted.labels, args)
-    _print_summary(result, seconds)
+    _print_summary(result, seconds, FASHION_MNIST_CLASSES)
     metrics = detection_metrics(result.is_flagged, planted.is_poison)
     print(
         f"Against the planted truth: recall {metrics.recall:.3f}, "
@@ -260,7 +269,7 @@ def _demo_on_server(args: argparse.Namespace, planted: PoisonedDataset) -> int:
         f"precision {metrics.precision:.3f}, "
         f"clean samples flagged {metrics.clean_flag_rate:.2%}."
     )
-    print(f"Results: {client.server}/audits/{audit.id}/flagged")
+    print(f"Report: {client.server}/audits/{audit.id}/report")
     if args.output:
         payload = {
             "audit": audit.model_dump(mode="json"),
@@ -291,23 +300,36 @@ def _run_engine(
     return result, time.perf_counter() - started
 
 
-def _print_summary(result: DetectionResult, seconds: float) -> None:
+def _print_summary(result: DetectionResult, seconds: float, names: Sequence[str] | None) -> None:
+    from app.views import verdict_view
+
     n, flagged = result.n_samples, int(result.is_flagged.sum())
+    suspected = int(result.is_suspected_poison.sum())
     print(
-        f"Audited {n} samples in {seconds:.1f}s on {result.device}: "
-        f"{flagged} flagged ({flagged / n:.2%})."
+        f"Audited {n} samples in {seconds:.1f}s on {result.device}: {flagged} flagged "
+        f"({flagged / n:.2%}): {suspected} suspected poisons, {flagged - suspected} label issues."
     )
+    for line in verdict_lines(verdict_view(result.verdict.to_dict(), names or []), names):
+        print(line)
     for cls in result.class_summary:
         if cls.n_flagged:
-            pointer = (
-                f", learners voted {cls.flagged_voted_label}"
-                if cls.flagged_voted_label is not None
-                else ""
-            )
-            print(f"  class {cls.label}: {cls.n_flagged} of {cls.n_samples} flagged{pointer}")
+            print("  " + _class_line(cls.label, cls.n_flagged, cls.n_samples,
+                                     cls.flagged_voted_label, names))  # fmt: skip
     top = result.most_suspicious(min(10, flagged))
     if top.size:
         print("  most suspicious: " + ", ".join(f"{i} ({result.score[i]:.2f})" for i in top))
+
+
+def _class_line(
+    label: int, n_flagged: int, n_samples: int, voted: int | None, names: Sequence[str] | None
+) -> str:
+    """``class 7 (sneaker): 34 of 400 flagged, most look like class 1 (trouser)``."""
+    pointer = (
+        f", most look like {class_name(voted, names)}"
+        if voted is not None and voted != label
+        else ""
+    )
+    return f"{class_name(label, names)}: {n_flagged} of {n_samples} flagged{pointer}"
 
 
 def _result_json(result: DetectionResult, preset: str, seconds: float) -> dict[str, Any]:
@@ -344,9 +366,16 @@ def _submit(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         raise DatasetError(f"no such file: {args.data}")
     with _client(args) as client:
-        audit = client.submit(args.data, preset=args.preset, seed=args.seed, name=args.name)
-        print(f"Audit {audit.id}: {audit.status} ({audit.dataset.n_samples} samples, "
-              f"preset {audit.preset}, sha256 {audit.dataset.sha256[:12]})")  # fmt: skip
+        audit, reused = client.submit_or_reuse(
+            args.data, preset=args.preset, seed=args.seed, name=args.name, reuse=args.reuse
+        )
+        if reused:
+            print(f"Audit {audit.id}: {audit.status}, an earlier audit of this content with "
+                  f"preset {audit.preset} and seed {audit.seed}, reused (--no-reuse audits it "
+                  "again)")  # fmt: skip
+        else:
+            print(f"Audit {audit.id}: {audit.status} ({audit.dataset.n_samples} samples, "
+                  f"preset {audit.preset}, sha256 {audit.dataset.sha256[:12]})")  # fmt: skip
         if args.wait:
             audit = _wait(client, audit)
             _print_audit(audit)
@@ -354,7 +383,19 @@ def _submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit_id(text: str) -> uuid.UUID:
+    """An audit id from the command line, or a one-line error."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an audit id: ids are UUIDs, such as "
+            "3f2b8c1e-0d4a-4e59-9a7b-2c6d1e8f0a13 ('dataset-audit submit' prints them)"
+        ) from None
+
+
 def _status(args: argparse.Namespace) -> int:
+    args.audit_id = _audit_id(args.audit_id)
     with _client(args) as client:
         audit = _wait(client, client.get(args.audit_id)) if args.wait else client.get(args.audit_id)
     _print_audit(audit)
@@ -362,15 +403,19 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _flagged(args: argparse.Namespace) -> int:
+    args.audit_id = _audit_id(args.audit_id)
     with _client(args) as client:
-        items = client.flagged(args.audit_id, sort=args.sort)
+        names = client.get(args.audit_id).dataset.classes
+        items = client.flagged(args.audit_id, sort=args.sort, kind=args.kind)
     for item in items:
         if args.json:
             print(item.model_dump_json())
         else:
             where = f"  {item.path}" if item.path else ""
-            voted = "-" if item.voted_label is None else item.voted_label
-            print(f"{item.index}\tscore {item.score:.3f}\tlabel {item.label} -> {voted}{where}")
+            label = short_name(item.label, names)
+            voted = "-" if item.voted_label is None else short_name(item.voted_label, names)
+            print(f"{item.index}\t{item.kind}\tscore {item.score:.3f}\t"
+                  f"labelled {label}, looks like {voted}{where}")  # fmt: skip
     if not args.json:
         print(f"{len(items)} flagged", file=sys.stderr)
     return EXIT_OK
@@ -384,26 +429,32 @@ def _ci(args: argparse.Namespace) -> int:
         print_report,
         run_ci,
         write_json,
+        write_json_error,
         write_junit,
+        write_junit_error,
     )
     from app.client import AuditClientError
 
-    fraction = args.max_flagged_fraction
-    if fraction is None and args.max_flagged is None:
-        fraction = DEFAULT_MAX_FLAGGED_FRACTION
-    thresholds = Thresholds(max_flagged_fraction=fraction, max_flagged=args.max_flagged)
+    thresholds = Thresholds(
+        max_flagged_fraction=args.max_flagged_fraction, max_flagged=args.max_flagged
+    )
     progress = ProgressDisplay()
-    show = _shown_on(progress)
-
+    started = time.monotonic()
     try:
         with _client(args) as client:
             report = run_ci(
                 client, args.data, preset=args.preset, seed=args.seed, thresholds=thresholds,
-                timeout_s=args.timeout, reuse=args.reuse, name=args.name, on_progress=show,
+                timeout_s=args.timeout, reuse=args.reuse, name=args.name,
+                on_progress=_shown_on(progress),
             )  # fmt: skip
-    except (CiError, AuditClientError) as exc:
+    except (CiError, AuditClientError, DatasetError) as exc:
         progress.close()
         print(f"dataset-audit ci: error: {exc}", file=sys.stderr)
+        # The reports say so too: a pipeline uploads them whatever the exit status.
+        if args.junit:
+            write_junit_error(args.data, str(exc), time.monotonic() - started, args.junit)
+        if args.json:
+            write_json_error(args.data, str(exc), args.json)
         return EXIT_ERROR
     progress.close()
     print_report(report)
@@ -417,6 +468,7 @@ def _ci(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     import webbrowser
 
+    args.audit_id = _audit_id(args.audit_id)
     with _client(args) as client:
         audit = client.get(args.audit_id)  # the audit exists, or this says why not
         url = f"{client.server}/audits/{audit.id}/report"
@@ -455,20 +507,18 @@ def _print_audit(audit: AuditRead) -> None:
         print(f"  {audit.error}")
     summary = audit.summary
     if summary is not None:
+        names = audit.dataset.classes
         share = f"{summary.flagged_fraction:.2%}"
-        print(f"  {summary.n_flagged} of {summary.n_samples} samples flagged ({share}); "
+        suspected = summary.n_suspected_poisons
+        print(f"  {summary.n_flagged} of {summary.n_samples} samples flagged ({share}): "
+              f"{suspected} suspected poisons, {summary.n_flagged - suspected} label issues; "
               f"preset {audit.preset}, seed {audit.seed}")  # fmt: skip
+        for line in verdict_lines(summary.verdict, names):
+            print(f"  {line}")
         for cls in summary.classes:
             if cls.n_flagged:
-                name = f" ({cls.name})" if cls.name else ""
-                voted = (
-                    f", learners voted {cls.flagged_voted_label}"
-                    if cls.flagged_voted_label is not None
-                    else ""
-                )
-                print(
-                    f"  class {cls.label}{name}: {cls.n_flagged} of {cls.n_samples} flagged{voted}"
-                )
+                print("    " + _class_line(cls.label, cls.n_flagged, cls.n_samples,
+                                           cls.flagged_voted_label, names))  # fmt: skip
 
 
 if __name__ == "__main__":

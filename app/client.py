@@ -76,6 +76,22 @@ class AuditClient:
     ) -> AuditRead:
         """Upload a dataset file (streamed from disk) and start its audit. With ``reuse``, the
         server may answer with an earlier audit of the same content, preset and seed."""
+        audit, _reused = self.submit_or_reuse(
+            path, preset=preset, seed=seed, name=name, callback_url=callback_url, reuse=reuse
+        )
+        return audit
+
+    def submit_or_reuse(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        preset: str | None = None,
+        seed: int | None = None,
+        name: str | None = None,
+        callback_url: str | None = None,
+        reuse: bool = True,
+    ) -> tuple[AuditRead, bool]:
+        """``submit``, and whether the server answered with an earlier audit."""
         path = Path(path)
         fields = {
             "preset": preset,
@@ -89,7 +105,7 @@ class AuditClient:
             response = self._request(
                 "POST", "/audits", files={"file": (path.name, file)}, data=data, timeout=None
             )
-        return AuditRead.model_validate(response.json())
+        return AuditRead.model_validate(response.json()), response.status_code == 200
 
     def get(self, audit_id: uuid.UUID | str) -> AuditRead:
         return AuditRead.model_validate(self._request("GET", f"/audits/{audit_id}").json())
@@ -132,11 +148,18 @@ class AuditClient:
             time.sleep(poll_interval)
 
     def flagged_pages(
-        self, audit_id: uuid.UUID | str, *, sort: str = "index", page_size: int = 1000
+        self,
+        audit_id: uuid.UUID | str,
+        *,
+        sort: str = "index",
+        kind: str | None = None,
+        page_size: int = 1000,
     ) -> Iterator[FlaggedPage]:
         offset = 0
         while True:
             params: dict[str, Any] = {"sort": sort, "limit": page_size, "offset": offset}
+            if kind is not None:
+                params["kind"] = kind
             response = self._request("GET", f"/audits/{audit_id}/flagged", params=params)
             page = FlaggedPage.model_validate(response.json())
             yield page
@@ -144,9 +167,12 @@ class AuditClient:
             if not page.items or offset >= page.total:
                 return
 
-    def flagged(self, audit_id: uuid.UUID | str, *, sort: str = "index") -> list[FlaggedItem]:
-        """Every flagged sample, all pages."""
-        return [item for page in self.flagged_pages(audit_id, sort=sort) for item in page.items]
+    def flagged(
+        self, audit_id: uuid.UUID | str, *, sort: str = "index", kind: str | None = None
+    ) -> list[FlaggedItem]:
+        """Every flagged sample (of one kind, or all), all pages."""
+        pages = self.flagged_pages(audit_id, sort=sort, kind=kind)
+        return [item for page in pages for item in page.items]
 
     def scores(self, audit_id: uuid.UUID | str) -> np.ndarray:
         """Every sample's score (float32), fetched as .npy."""

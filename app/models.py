@@ -162,9 +162,12 @@ class FlaggedSample(Base):
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Dense positions among the audit's flagged samples, for paging by index range:
     # ``ordinal`` in dataset order, ``rank`` in the engine's most-suspicious order (0 = most
-    # suspicious; the score alone ties).
+    # suspicious), and both again among the flagged samples of the same kind.
     ordinal: Mapped[int] = mapped_column(Integer)
     rank: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), server_default=text("'label_issue'"))
+    kind_ordinal: Mapped[int] = mapped_column(Integer)
+    kind_rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
     label: Mapped[int] = mapped_column(BigInteger)
     voted_label: Mapped[int | None] = mapped_column(BigInteger)
@@ -174,6 +177,8 @@ class FlaggedSample(Base):
     __table_args__ = (
         Index("ix_flagged_samples_ordinal", "audit_id", "ordinal", unique=True),
         Index("ix_flagged_samples_rank", "audit_id", "rank", unique=True),
+        Index("ix_flagged_samples_kind_ordinal", "audit_id", "kind", "kind_ordinal", unique=True),
+        Index("ix_flagged_samples_kind_rank", "audit_id", "kind", "kind_rank", unique=True),
     )
 
 

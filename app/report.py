@@ -14,8 +14,10 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from app.report_samples import pick_examples, score_histogram
-from app.schemas import FLAG_THRESHOLD, AuditRead
+from app.schemas import FLAG_THRESHOLD, AuditRead, Verdict
 from app.thumbnails import thumbnail_png
+from app.views import verdict_view
+from app.wording import group_line
 
 if TYPE_CHECKING:
     from incompat import DetectionResult
@@ -70,6 +72,9 @@ class ReportView:
     title: str
     status: str
     facts: list[tuple[str, str]]
+    verdict: str | None = None  # "poisoned" or "clean"; None before the audit has one
+    verdict_text: str = ""
+    evidence: list[str] = field(default_factory=list)  # one line per implicated group
     progress: str | None = None
     refresh_s: int | None = None
     error: str | None = None
@@ -120,6 +125,26 @@ def class_rows(
             )
         )
     return rows
+
+
+def set_verdict(view: ReportView, verdict: Verdict | None, names: Sequence[str] | None) -> None:
+    """The verdict and its evidence, which the page opens with."""
+    if verdict is None:
+        return
+    view.verdict = verdict.status
+    if verdict.status == "poisoned":
+        n = len(verdict.implicated)
+        view.verdict_text = (
+            f"Poisoned: {n} {'group' if n == 1 else 'groups'} of flagged samples share a "
+            "trigger. Their samples are the suspected poisons, shown first below."
+        )
+        view.evidence = [group_line(group, names) for group in verdict.implicated]
+    else:
+        view.verdict_text = (
+            f"Clean: no group of flagged samples shares a trigger (smallest adjusted p-value "
+            f"{verdict.p_value:.2g} over {verdict.n_tests:,} tests). The flagged samples are "
+            "label issues: mislabelled or ambiguous samples, worth a look on their own."
+        )
 
 
 def vote_counts(labels: np.ndarray, voted_label: np.ndarray) -> dict[tuple[int, int], int]:
@@ -204,13 +229,16 @@ def audit_view(
     summary = audit.summary
     if summary is None:
         return view
+    suspected = summary.n_suspected_poisons
     facts.insert(
         1,
         (
             "Flagged",
-            f"{summary.n_flagged:,} of {summary.n_samples:,} ({summary.flagged_fraction:.2%})",
+            f"{summary.n_flagged:,} of {summary.n_samples:,} ({summary.flagged_fraction:.2%}): "
+            f"{suspected:,} suspected poisons, {summary.n_flagged - suspected:,} label issues",
         ),
     )
+    set_verdict(view, summary.verdict, dataset.classes)
     name = class_namer(dataset.classes)
     view.classes = class_rows([c.model_dump() for c in summary.classes], name, votes)
     histogram = extras.get("score_histogram")
@@ -240,8 +268,13 @@ def result_view(
     """A standalone report of a local scan: the pictures are inlined as data URIs."""
     summary = result.summary()
     n, flagged = summary["n_samples"], summary["n_flagged"]
+    suspected = summary["n_suspected_poisons"]
     facts = [
-        ("Flagged", f"{flagged:,} of {n:,} ({flagged / n:.2%})"),
+        (
+            "Flagged",
+            f"{flagged:,} of {n:,} ({flagged / n:.2%}): {suspected:,} suspected poisons, "
+            f"{flagged - suspected:,} label issues",
+        ),
         ("Images", "x".join(map(str, images.shape[1:]))),
         ("Preset, seed", f"{preset}, {result.seed}"),
         ("Device", result.device),
@@ -256,7 +289,7 @@ def result_view(
     def inline(index: int) -> str:
         return "data:image/png;base64," + base64.b64encode(thumbnail_png(images[index])).decode()
 
-    return ReportView(
+    view = ReportView(
         title=title,
         status="succeeded",
         facts=facts,
@@ -269,6 +302,8 @@ def result_view(
         suspicious=cards(examples["suspicious"], name, inline),
         clean=cards(examples["clean"], name, inline),
     )
+    set_verdict(view, verdict_view(summary["verdict"], classes or []), classes)
+    return view
 
 
 _environment = Environment(

@@ -63,10 +63,57 @@ class TriggerGroup(BaseModel):
     )
 
 
+FlagKind = Literal["suspected_poison", "label_issue"]
+
+
+class ImplicatedGroup(BaseModel):
+    """Flagged samples of one class that share a feature the class they look like lacks."""
+
+    target: int = Field(description="The class the group's samples are labelled (its index).")
+    target_name: str | None = None
+    sources: list[int] = Field(
+        description="The classes the samples look like to the learners, most first."
+    )
+    source_names: list[str | None] = Field(default_factory=list)
+    n_samples: int = Field(description="Suspected poisons in the group.")
+    evidence: Literal["shared_pixels", "trigger_group"] = Field(
+        description="shared_pixels: most of the group has the same value at some pixels that "
+        "the classes it looks like rarely have (a stamp or patch). trigger_group: the group is a "
+        "cluster of its class in a network's features, rejected by the learners far more often "
+        "than the rest of the class (a blend, a signal, an all-to-one trigger)."
+    )
+    p_value: float = Field(description="The test's p-value, adjusted for every test tried.")
+    shared: float = Field(description="Share of the group that carries the feature.")
+    elsewhere: float = Field(
+        description="Share of the compared samples that carry it (the classes the group looks "
+        "like, or for a trigger group the rest of its class)."
+    )
+
+
+class Verdict(BaseModel):
+    """Is the dataset poisoned? ``poisoned`` when some group of flagged samples shares a feature
+    with an adjusted p-value under ``alpha``; the implicated groups are the evidence."""
+
+    status: Literal["poisoned", "clean"]
+    p_value: float = Field(
+        description="The smallest adjusted p-value of the tests whose effect was large enough; "
+        "1 when none was."
+    )
+    alpha: float
+    n_tests: int
+    implicated: list[ImplicatedGroup] = Field(description="Strongest first; empty when clean.")
+
+
 class AuditSummary(BaseModel):
     n_samples: int
     n_flagged: int
     flagged_fraction: float
+    verdict: Verdict | None = Field(
+        default=None, description="Absent for audits made before the verdict existed."
+    )
+    n_suspected_poisons: int = Field(
+        default=0, description="Flagged samples in an implicated group; the rest are label issues."
+    )
     classes: list[ClassCounts]
     trigger_groups: list[TriggerGroup] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
@@ -147,8 +194,15 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 class FlaggedItem(BaseModel):
     index: int = Field(description="The sample's position in the uploaded dataset.")
+    kind: FlagKind = Field(
+        description="suspected_poison: in a group the verdict implicates; label_issue: any other "
+        "flagged sample (mislabelled, ambiguous, or of a class that looks like another)."
+    )
     score: float = Field(description="Higher is more suspicious; flagged at 0.5 and above.")
-    rank: int = Field(description="Position in the most-suspicious order, 0 first.")
+    rank: int = Field(
+        description="Position in the most-suspicious order (suspected poisons first), 0 first; "
+        "within the kind when the list is filtered by kind."
+    )
     label: int = Field(description="The label given in the upload.")
     voted_label: int | None = Field(description="The label the weak learners voted for.")
     label_prob: float = Field(description="The final network's probability of the given label.")
@@ -158,6 +212,7 @@ class FlaggedItem(BaseModel):
 class FlaggedPage(Page[FlaggedItem]):
     audit_id: uuid.UUID
     sort: Literal["index", "score"]
+    kind: FlagKind | None = Field(default=None, description="The kind filtered by, if any.")
 
 
 class Scores(BaseModel):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from app.models import Audit
 from app.schemas import (
     AuditLinks,
@@ -10,8 +13,10 @@ from app.schemas import (
     ClassCounts,
     Dataset,
     Delivery,
+    ImplicatedGroup,
     Progress,
     TriggerGroup,
+    Verdict,
     Webhook,
 )
 
@@ -65,16 +70,36 @@ def _summary(audit: Audit) -> AuditSummary | None:
         TriggerGroup(**g, name=names[g["label"]] if 0 <= g["label"] < len(names) else None)
         for g in audit.summary.get("trigger_groups", [])
     ]
+    verdict = audit.summary.get("verdict")
     return AuditSummary(
         n_samples=audit.n_samples,
         n_flagged=audit.n_flagged,
         flagged_fraction=round(audit.n_flagged / audit.n_samples, 6),
+        verdict=None if verdict is None else verdict_view(verdict, names),
+        n_suspected_poisons=audit.summary.get("n_suspected_poisons", 0),
         classes=classes,
         trigger_groups=groups,
         timings=audit.summary.get("timings", {}),
         n_learners=audit.summary.get("n_learners"),
         device=audit.device,
     )
+
+
+def verdict_view(verdict: dict[str, Any], names: Sequence[str]) -> Verdict:
+    """The engine's verdict (its JSON form) with class names."""
+
+    def name(label: int) -> str | None:
+        return names[label] if 0 <= label < len(names) else None
+
+    implicated = [
+        ImplicatedGroup(
+            **group,
+            target_name=name(group["target"]),
+            source_names=[name(s) for s in group["sources"]],
+        )
+        for group in verdict["implicated"]
+    ]
+    return Verdict(**{**verdict, "implicated": implicated})
 
 
 def _links(audit: Audit) -> AuditLinks:

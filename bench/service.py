@@ -243,6 +243,7 @@ def synthetic_outcome(n: int, seed: int) -> Outcome:
         voted_label=voted,
         label_prob=rng.random(n, dtype=np.float32),
         suspicion_order=np.argsort(-scores, kind="stable"),
+        is_suspected_poison=np.zeros(n, dtype=bool),
         paths=None,
         summary={"classes": class_counts(labels, is_flagged), "timings": {}, "n_learners": 10},
         engine_version="bench",

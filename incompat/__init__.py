@@ -3,6 +3,7 @@
 from incompat.config import DEFAULT_PRESET, PRESETS, EngineConfig, get_preset
 from incompat.engine import detect
 from incompat.result import ClassSummary, DetectionResult
+from incompat.verdict import ImplicatedGroup, Verdict
 from incompat.version import __version__
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "ClassSummary",
     "DetectionResult",
     "EngineConfig",
+    "ImplicatedGroup",
+    "Verdict",
     "__version__",
     "detect",
     "get_preset",

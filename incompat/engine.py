@@ -19,9 +19,11 @@ from incompat.groups import TriggerGroup, find_groups, probe_features
 from incompat.result import DetectionResult, GroupSummary, summarize_classes
 from incompat.training import Learner
 from incompat.validation import validate
+from incompat.verdict import ImplicatedGroup, Verdict, find_suspects
 from incompat.version import __version__
 from incompat.voting import refine, refinement_start, vote
 
+_TIE_BREAK = 1e-3  # under the gap between two of the refinement's confidence levels
 ProgressCallback = Callable[[str, int, int], None]
 """``on_progress(stage, done, total)``; stages are "clustering", "voting", "refinement" and
 "groups".
@@ -122,11 +124,11 @@ def detect(
             on_round=lambda done, total: report("refinement", done, total),
         )
         is_flagged = confidence <= 0.5
-        score = 1.0 - confidence
+        score = _untied(1.0 - confidence, label_prob, is_flagged)
     else:
         is_flagged = ~outcome.keep
-        score = outcome.against
         label_prob = 1.0 - outcome.against
+        score = _untied(outcome.against, label_prob, is_flagged)
     timings["refinement"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -151,6 +153,24 @@ def detect(
             score = torch.where(group.members, score.clamp_min(0.5 + 0.5 * group.contrast), score)
         report("groups", 1, 1)
     timings["groups"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    suspects, p_value, n_tests = find_suspects(
+        data.images,
+        data.labels,
+        is_flagged,
+        outcome.label,
+        groups,
+        data.num_classes,
+        torch.Generator(device=torch_device).manual_seed(_stage_seed(seed, 6)),
+    )
+    suspected = torch.zeros_like(is_flagged)
+    for suspect in suspects:
+        suspected |= suspect.members
+    # A suspected poison is flagged, and ranks above every label issue (most_suspicious).
+    is_flagged = is_flagged | suspected
+    score = torch.where(suspected, score.clamp_min(0.5), score)
+    timings["verdict"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started + seconds_before_resume
 
     flagged = is_flagged.cpu().numpy()
@@ -166,6 +186,24 @@ def detect(
         cluster_ids=state.cluster_ids(),
         class_summary=summarize_classes(given, flagged, voted_label),
         in_trigger_group=in_group.cpu().numpy(),
+        is_suspected_poison=suspected.cpu().numpy(),
+        verdict=Verdict(
+            status="poisoned" if suspects else "clean",
+            p_value=p_value,
+            n_tests=n_tests,
+            implicated=tuple(
+                ImplicatedGroup(
+                    target=int(dataset.classes[s.target]),
+                    sources=tuple(int(dataset.classes[c]) for c in s.sources),
+                    n_samples=int(s.members.sum()),
+                    evidence=s.evidence,
+                    p_value=s.p_value,
+                    shared=s.shared,
+                    elsewhere=s.elsewhere,
+                )
+                for s in suspects
+            ),
+        ),
         trigger_groups=[
             GroupSummary(
                 label=int(dataset.classes[g.cls]),
@@ -227,6 +265,16 @@ def _cluster_all(
         if checkpoint_to is not None:
             checkpoint.save(checkpoint_to, state, run_id)
         report("clustering", state.n_learners, max(total, state.n_learners))
+
+
+def _untied(
+    score: torch.Tensor, label_prob: torch.Tensor, is_flagged: torch.Tensor
+) -> torch.Tensor:
+    """The score made continuous: the refinement's confidence comes in a few levels, so how
+    improbable the final network finds the label breaks its ties, within a margin that keeps
+    every flagged sample at 0.5 or more and every other one under it."""
+    untied = score + _TIE_BREAK * (1.0 - label_prob)
+    return torch.where(is_flagged, untied.clamp(0.5, 1.0), untied.clamp(0.0, 0.5 - _TIE_BREAK))
 
 
 def _stage_seed(seed: int, *path: int) -> int:

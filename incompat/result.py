@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from incompat.config import EngineConfig
+from incompat.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,11 @@ class DetectionResult:
     """Per-sample flags and scores, and how they were obtained.
 
     ``score`` is 1 - c, where c is the self-paced refinement's confidence that the given label is
-    genuine: a sample is flagged iff its score is at least 0.5. ``vote_score`` is the share of weak
-    learners that voted against the given label, before refinement. ``most_suspicious()`` ranks by
-    the score, then by ``label_prob``.
+    genuine, with ties broken by ``label_prob``: a sample is flagged iff its score is at least
+    0.5. ``vote_score`` is the share of weak learners that voted against the given label, before
+    refinement. ``verdict`` says whether the dataset is poisoned; the flagged samples of the
+    groups it implicates are suspected poisons (``is_suspected_poison``), the other flagged ones
+    label issues. ``most_suspicious()`` ranks suspected poisons first, then by the score.
     """
 
     is_flagged: np.ndarray  # bool, N
@@ -72,6 +75,8 @@ class DetectionResult:
     class_summary: list[ClassSummary]
     trigger_groups: list[GroupSummary]  # flagged whole, whatever the refinement decided
     in_trigger_group: np.ndarray  # bool, N: the sample is in one of the trigger groups
+    is_suspected_poison: np.ndarray  # bool, N: flagged, in a group the verdict implicates
+    verdict: Verdict
     timings: dict[str, float]
     config: EngineConfig
     seed: int
@@ -88,11 +93,17 @@ class DetectionResult:
     def flagged_indices(self) -> np.ndarray:
         return np.flatnonzero(self.is_flagged)
 
+    @property
+    def is_label_issue(self) -> np.ndarray:
+        """Flagged, but in no implicated group: mislabelled or ambiguous samples."""
+        return np.asarray(self.is_flagged & ~self.is_suspected_poison)
+
     def most_suspicious(self, k: int | None = None) -> np.ndarray:
-        """Indices from most to least suspicious: trigger groups' members first (the strongest
-        evidence), then by score, then (the score is coarse and ties often) by how improbable the
-        final network finds the label, then by the vote."""
-        order = np.lexsort((-self.vote_score, self.label_prob, -self.score, ~self.in_trigger_group))
+        """Indices from most to least suspicious: suspected poisons first (the verdict's
+        evidence), then trigger groups' members, then by score, then by the vote."""
+        order = np.lexsort(
+            (-self.vote_score, -self.score, ~self.in_trigger_group, ~self.is_suspected_poison)
+        )
         return order if k is None else order[:k]
 
     def summary(self) -> dict[str, Any]:
@@ -100,6 +111,8 @@ class DetectionResult:
         return {
             "n_samples": self.n_samples,
             "n_flagged": int(self.is_flagged.sum()),
+            "n_suspected_poisons": int(self.is_suspected_poison.sum()),
+            "verdict": self.verdict.to_dict(),
             "n_learners": self.n_learners,
             "epoch_equivalents": round(self.epoch_equivalents, 1),
             "classes": [c.to_dict() for c in self.class_summary],

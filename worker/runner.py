@@ -297,6 +297,7 @@ def _outcome(
         voted_label=result.voted_label,
         label_prob=result.label_prob,
         suspicion_order=result.most_suspicious(),
+        is_suspected_poison=result.is_suspected_poison,
         paths=paths,
         summary=result.summary(),
         engine_version=result.engine_version,

@@ -30,6 +30,7 @@ from app.schemas import (
     ErrorBody,
     FlaggedItem,
     FlaggedPage,
+    FlagKind,
     Page,
     Scores,
 )
@@ -214,17 +215,24 @@ async def get_flagged(
         Literal["index", "score"],
         Query(description="index: dataset order; score: most suspicious first."),
     ] = "index",
+    kind: Annotated[
+        FlagKind | None,
+        Query(description="Only suspected poisons, or only label issues; default: both."),
+    ] = None,
 ) -> Response:
     def page(session: Session, audit: Audit) -> Response:
         require_succeeded(audit)
-        rows = service.flagged_page(session, audit, sort=sort, limit=limit, offset=offset)
+        rows = service.flagged_page(
+            session, audit, sort=sort, limit=limit, offset=offset, kind=kind
+        )
         body = FlaggedPage(
             audit_id=audit.id,
             items=[FlaggedItem.model_validate(row, from_attributes=True) for row in rows],
-            total=audit.n_flagged or 0,
+            total=service.count_flagged(session, audit, kind),
             limit=limit,
             offset=offset,
             sort=sort,
+            kind=kind,
         )
         return json_response(body)
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
 from app.models import Audit, AuditScores, AuditStatus, FlaggedSample, utcnow
-from app.schemas import AuditRead
+from app.schemas import AuditRead, FlagKind
 from app.views import to_read
 
 
@@ -64,6 +64,7 @@ def find_reusable(
 class FlaggedRow:
     index: int
     rank: int
+    kind: str
     score: float
     label: int
     voted_label: int | None
@@ -81,18 +82,35 @@ def flagged_page(
     sort: Literal["index", "score"],
     limit: int,
     offset: int,
+    kind: FlagKind | None = None,
 ) -> list[FlaggedRow]:
-    """One page of flagged samples, as plain rows. Both orders are dense numberings of the
-    flagged samples (``ordinal`` by index, ``rank`` by suspicion), so a page is a range of an
-    index rather than an OFFSET that steps over every row before it."""
-    position = FlaggedSample.ordinal if sort == "index" else FlaggedSample.rank
-    query = (
-        select(*_FLAGGED_COLUMNS)
-        .where(FlaggedSample.audit_id == audit.id, position >= offset)
-        .order_by(position)
-        .limit(limit)
-    )
+    """One page of flagged samples (of one kind, or all), as plain rows. Each order is a dense
+    numbering of the flagged samples (``ordinal`` by index, ``rank`` by suspicion; ``kind_*``
+    within the kind), so a page is a range of an index rather than an OFFSET that steps over
+    every row before it."""
+    columns: list[Any] = list(_FLAGGED_COLUMNS)
+    if kind is None:
+        position = FlaggedSample.ordinal if sort == "index" else FlaggedSample.rank
+        where = FlaggedSample.audit_id == audit.id
+    else:
+        position = FlaggedSample.kind_ordinal if sort == "index" else FlaggedSample.kind_rank
+        where = (FlaggedSample.audit_id == audit.id) & (FlaggedSample.kind == kind)
+        columns[columns.index(FlaggedSample.rank)] = FlaggedSample.kind_rank
+    query = select(*columns).where(where, position >= offset).order_by(position).limit(limit)
     return [FlaggedRow(*row) for row in session.execute(query)]
+
+
+def count_flagged(session: Session, audit: Audit, kind: FlagKind | None) -> int:
+    if kind is None:
+        return audit.n_flagged or 0
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                FlaggedSample.audit_id == audit.id, FlaggedSample.kind == kind
+            )
+        )
+        or 0
+    )
 
 
 def flagged_votes(session: Session, audit: Audit) -> dict[tuple[int, int], int]:
@@ -246,6 +264,7 @@ class Outcome:
     voted_label: np.ndarray  # int64, N (-1: no vote)
     label_prob: np.ndarray  # float32, N
     suspicion_order: np.ndarray  # indices, most suspicious first
+    is_suspected_poison: np.ndarray  # bool, N: flagged and in a group the verdict implicates
     paths: list[str] | None
     summary: dict[str, Any]
     engine_version: str
@@ -256,22 +275,29 @@ def save_outcome(session: Session, audit: Audit, outcome: Outcome) -> None:
     flagged = np.flatnonzero(outcome.is_flagged)
     rank = np.empty(outcome.scores.size, dtype=np.int64)
     rank[outcome.suspicion_order] = np.arange(outcome.scores.size)
-    flagged_rank = np.argsort(rank[flagged], kind="stable")  # ranks among flagged: 0..F-1
-    dense_rank = np.empty(flagged.size, dtype=np.int64)
-    dense_rank[flagged_rank] = np.arange(flagged.size)
+    dense_rank = _dense(rank[flagged])  # ranks among flagged: 0..F-1
+    suspected = outcome.is_suspected_poison[flagged]
+    kind_ordinal = np.empty(flagged.size, dtype=np.int64)
+    kind_rank = np.empty(flagged.size, dtype=np.int64)
+    for members in (suspected, ~suspected):
+        kind_ordinal[members] = np.arange(int(members.sum()))
+        kind_rank[members] = _dense(rank[flagged][members])
     rows = [
         {
             "audit_id": audit.id,
             "index": int(i),
             "ordinal": ordinal,
-            "rank": int(r),
+            "rank": int(dense_rank[ordinal]),
+            "kind": "suspected_poison" if suspected[ordinal] else "label_issue",
+            "kind_ordinal": int(kind_ordinal[ordinal]),
+            "kind_rank": int(kind_rank[ordinal]),
             "score": float(outcome.scores[i]),
             "label": int(outcome.labels[i]),
             "voted_label": int(outcome.voted_label[i]) if outcome.voted_label[i] >= 0 else None,
             "label_prob": float(outcome.label_prob[i]),
             "path": outcome.paths[i] if outcome.paths is not None else None,
         }
-        for ordinal, (i, r) in enumerate(zip(flagged, dense_rank, strict=True))
+        for ordinal, i in enumerate(flagged)
     ]
     session.execute(delete(FlaggedSample).where(FlaggedSample.audit_id == audit.id))
     session.execute(delete(AuditScores).where(AuditScores.audit_id == audit.id))
@@ -287,6 +313,13 @@ def save_outcome(session: Session, audit: Audit, outcome: Outcome) -> None:
     audit.engine_version = outcome.engine_version
     audit.device = outcome.device
     audit.error = None
+
+
+def _dense(ranks: np.ndarray) -> np.ndarray:
+    """0..n-1 in the order of ``ranks``."""
+    dense = np.empty(ranks.size, dtype=np.int64)
+    dense[np.argsort(ranks, kind="stable")] = np.arange(ranks.size)
+    return dense
 
 
 def finish(session: Session, audit: Audit, status: AuditStatus, error: str | None = None) -> None:

@@ -146,6 +146,35 @@ def test_flagged_samples_page_and_sort(client: TestClient, npz_path: Path) -> No
     assert audit["summary"]["flagged_fraction"] == pytest.approx(flagged.size / 600)
 
 
+def test_flagged_samples_filter_by_kind(client: TestClient, npz_path: Path) -> None:
+    audit_id = uuid.UUID(upload(client, npz_path).json()["id"])
+    rng = np.random.default_rng(2)
+    scores = rng.random(600).astype(np.float32)
+    suspected = (scores >= 0.5) & (rng.random(600) < 0.3)
+    finish_with_scores(context_of(client), audit_id, scores, suspected)
+    url = f"/audits/{audit_id}/flagged"
+
+    ranked = client.get(url, params={"sort": "score", "limit": 1000}).json()["items"]
+    kinds = [item["kind"] for item in ranked]
+    n_suspected = int(suspected.sum())
+    assert kinds == ["suspected_poison"] * n_suspected + ["label_issue"] * (
+        len(kinds) - n_suspected
+    )
+
+    for kind, members in (("suspected_poison", suspected), ("label_issue", ~suspected)):
+        expected = np.flatnonzero(members & (scores >= 0.5))
+        pages = []
+        for offset in range(0, expected.size, 25):
+            page = client.get(url, params={"kind": kind, "limit": 25, "offset": offset}).json()
+            assert (page["total"], page["kind"]) == (expected.size, kind)
+            pages += page["items"]
+        assert [item["index"] for item in pages] == expected.tolist()
+        assert {item["kind"] for item in pages} == {kind}
+        by_score = client.get(url, params={"kind": kind, "sort": "score", "limit": 1000}).json()
+        assert [item["rank"] for item in by_score["items"]] == list(range(expected.size))
+    assert client.get(url, params={"kind": "poison"}).status_code == 422
+
+
 def test_scores_come_as_json_or_npy(client: TestClient, npz_path: Path) -> None:
     audit_id = uuid.UUID(upload(client, npz_path).json()["id"])
     scores = np.random.default_rng(1).random(600).astype(np.float32)
@@ -264,16 +293,21 @@ def spool_is_empty(settings: Settings) -> bool:
     return not spool.exists() or not list(spool.iterdir())
 
 
-def finish_with_scores(context: Any, audit_id: uuid.UUID, scores: np.ndarray) -> None:
-    """Store an outcome as the worker would, from given scores."""
+def finish_with_scores(
+    context: Any, audit_id: uuid.UUID, scores: np.ndarray, suspected: np.ndarray | None = None
+) -> None:
+    """Store an outcome as the worker would, from given scores (and suspected poisons, which
+    rank first)."""
     labels = np.arange(scores.size) % 10
+    suspected = np.zeros(scores.size, bool) if suspected is None else suspected
     outcome = service.Outcome(
         scores=scores,
         is_flagged=scores >= 0.5,
         labels=labels,
         voted_label=(labels + 1) % 10,
         label_prob=1 - scores,
-        suspicion_order=np.argsort(-scores, kind="stable"),
+        suspicion_order=np.lexsort((-scores, ~suspected)),
+        is_suspected_poison=suspected,
         paths=None,
         summary={"classes": [], "timings": {"total": 1.0}, "n_learners": 3},
         engine_version="test",

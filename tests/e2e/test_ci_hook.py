@@ -40,30 +40,34 @@ def test_a_poisoned_dataset_fails_the_build_and_a_rerun_reuses_the_audit(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     junit, report = tmp_path / "audit.xml", tmp_path / "audit.json"
+    # The gate's defaults: the verdict decides, no thresholds.
     argv = ["ci", str(poisoned_npz), "--server", service_url, "--preset", "tiny",
-            "--max-flagged-fraction", "0.02",
             "--junit", str(junit), "--json", str(report)]  # fmt: skip
     assert main(argv) == 1
     out = capsys.readouterr().out
-    assert "POISONED: " in out
-    assert "over the limit of 2.00%" in out
+    assert "Verdict: POISONED." in out
+    assert "Trouser -> Sneaker: " in out
+    assert "POISONED: the verdict is poisoned (Trouser -> Sneaker)." in out
     assert "class 7 (Sneaker): " in out
-    assert "the learners voted class 1 (Trouser)" in out
-    assert f"Results: {service_url}/audits/" in out
+    assert "voted for itself" not in out
+    assert f"Report: {service_url}/audits/" in out
 
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("10", "1", "0")
     cases = {case.get("name"): case for case in suite.iter("testcase")}
-    assert len(cases) == 11
+    failing = [name for name, case in cases.items() if case.find("failure") is not None]
+    assert failing == ["class 7 (Sneaker)"]
     failure = cases["class 7 (Sneaker)"].find("failure")
     assert failure is not None
     assert failure.text is not None
-    named = {int(i) for i in failure.text.removeprefix("flagged indices: ").split(", ")}
+    named = {int(i) for i in failure.text.removeprefix("suspected poisons: ").split(", ")}
     poisons = set(planted_fashion.poison_indices.tolist())
     assert len(poisons & named) >= 27
-    assert cases["flagged samples within thresholds"].find("failure") is not None
+    assert len(named - poisons) <= 3
     body = json.loads(report.read_text())
-    assert (body["verdict"], body["exit_code"], body["reused"]) == ("poisoned", 1, False)
+    assert (body["result"], body["exit_code"], body["reused"]) == ("poisoned", 1, False)
+    assert body["verdict"]["implicated"][0]["target_name"] == "Sneaker"
 
     # The same content, preset and seed again: the finished audit answers, nothing is uploaded.
     started = time.monotonic()
@@ -76,30 +80,53 @@ def test_a_poisoned_dataset_fails_the_build_and_a_rerun_reuses_the_audit(
 
 
 @pytest.mark.slow
-def test_a_clean_dataset_within_the_threshold_passes(
+def test_a_clean_dataset_passes_and_a_threshold_can_still_fail_it(
     embedded_url: str, fashion_mnist, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images, labels = fashion_mnist
     subset = balanced_subset(labels, 3000, seed=7)
     path = tmp_path / "clean.npz"
-    write_npz(path, images[subset], labels[subset])
-    junit = tmp_path / "clean.xml"
+    write_npz(path, images[subset], labels[subset], classes=list(FASHION_MNIST_CLASSES))
+    junit, report = tmp_path / "clean.xml", tmp_path / "clean.json"
     argv = ["ci", str(path), "--server", embedded_url, "--preset", "tiny",
-            "--max-flagged-fraction", "0.2", "--junit", str(junit)]  # fmt: skip
+            "--junit", str(junit), "--json", str(report)]  # fmt: skip
     assert main(argv) == 0
-    assert "Within the thresholds." in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Verdict: CLEAN." in out
+    assert out.rstrip().endswith("CLEAN.")
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    thresholds = [c for c in suite.iter("testcase") if c.get("name", "").startswith("flagged")]
-    assert thresholds[0].find("failure") is None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("10", "0", "0")
+    assert json.loads(report.read_text())["result"] == "clean"
+
+    # A share threshold still fails a clean verdict: the audit is reused, only the gate differs.
+    assert main([*argv, "--max-flagged-fraction", "0.001"]) == 1
+    out = capsys.readouterr().out
+    assert "reusing it" in out
+    assert "over the limit of 0.10%" in out
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures")) == ("11", "1")
 
 
 def test_errors_exit_2(
     embedded_url: str, tmp_path: Path, poisoned_npz: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     unreachable = f"http://127.0.0.1:{free_port()}"
-    assert main(["ci", str(poisoned_npz), "--server", unreachable]) == 2
+    junit, report = tmp_path / "error.xml", tmp_path / "error.json"
+    argv = ["ci", str(poisoned_npz), "--server", unreachable, "--junit", str(junit),
+            "--json", str(report)]  # fmt: skip
+    assert main(argv) == 2
     assert "cannot reach" in capsys.readouterr().err
+    # The reports are written on every exit: a pipeline uploads them whatever happened.
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("errors"), suite.get("failures")) == ("1", "1", "0")
+    error = suite.find("testcase/error")
+    assert error is not None
+    assert "cannot reach" in error.get("message", "")
+    body = json.loads(report.read_text())
+    assert (body["result"], body["exit_code"]) == ("error", 2)
 
     assert main(["ci", str(tmp_path / "absent.npz"), "--server", embedded_url]) == 2
     assert "no such file" in capsys.readouterr().err
