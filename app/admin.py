@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import make_url
 
 from app.db import make_engine, make_sessionmaker, transaction
 from app.migrate import upgrade
@@ -76,10 +79,25 @@ def _data_dir_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The service's settings, after saying which database they name. Without --data-dir or
+    DATABASE_URL, a default embedded database that does not exist yet is an error, not a new
+    empty one: keys made there would not reach the service the user meant."""
     if args.data_dir is not None:
         os.environ["DATA_DIR"] = str(args.data_dir.resolve())
         get_settings.cache_clear()
     settings = get_settings()
+    url = make_url(settings.resolved_database_url)
+    if settings.database_url is None:
+        database = Path(url.database or "")
+        if args.data_dir is None and not database.exists():
+            raise ValueError(
+                f"no service database at {database}: start the service there first "
+                "('dataset-audit serve --data-dir DIR'), or name it with --data-dir or "
+                "DATABASE_URL"
+            )
+        print(f"Database: {database}", file=sys.stderr)
+    else:
+        print(f"Database: {url.render_as_string(hide_password=True)}", file=sys.stderr)
     upgrade(settings.resolved_database_url)
     return settings
 

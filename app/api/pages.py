@@ -102,13 +102,16 @@ async def flagged_csv(audit_id: uuid.UUID, context: ContextDep, tenant: PageTena
         require_succeeded(audit)
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["index", "score", "rank", "label", "voted_label", "label_prob", "path"])
+        writer.writerow(
+            ["index", "kind", "score", "rank", "label", "voted_label", "label_prob", "path"]
+        )
         offset = 0
         while rows := service.flagged_page(session, audit, sort="score", limit=5000, offset=offset):
             for r in rows:
                 writer.writerow(
                     [
                         r.index,
+                        r.kind,
                         f"{r.score:.6f}",
                         r.rank,
                         r.label,

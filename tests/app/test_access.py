@@ -99,7 +99,9 @@ def test_keys_are_made_listed_and_revoked_from_the_cli(
 ) -> None:
     data_dir = ["--data-dir", str(tmp_path / "data")]
     assert main(["keys", "create", "--tenant", "acme", "--name", "ci", *data_dir]) == 0
-    key = capsys.readouterr().out.split()[-1]
+    out, err = capsys.readouterr()
+    key = out.split()[-1]
+    assert f"Database: {tmp_path / 'data' / 'audits.sqlite'}" in err
     assert key.startswith("dak_")
     key_id = key[4:16]
 
@@ -129,12 +131,28 @@ def test_keys_are_made_listed_and_revoked_from_the_cli(
     assert "tenant name" in capsys.readouterr().err
 
 
+def test_the_cli_makes_no_database_nobody_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --data-dir or DATABASE_URL, keys go to the default service's database only
+    when that service exists: an empty new one would hold keys no service reads."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "nothing-here"))
+    get_settings.cache_clear()
+    assert main(["keys", "create", "--tenant", "acme"]) == 2
+    assert "no service database at " in capsys.readouterr().err
+    assert not (tmp_path / "nothing-here").exists()
+    get_settings.cache_clear()
+
+
 def test_the_cli_uses_database_url(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", postgres_url)
     assert main(["keys", "create", "--tenant", f"pg-{uuid.uuid4().hex[:6]}"]) == 0
-    key = capsys.readouterr().out.split()[-1]
+    out, err = capsys.readouterr()
+    key = out.split()[-1]
+    assert "Database: postgresql+psycopg://" in err
     engine = make_engine(postgres_url)
     with make_sessionmaker(engine)() as session:
         assert (access.tenant_for_key(session, key) or "").startswith("pg-")

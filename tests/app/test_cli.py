@@ -36,6 +36,7 @@ def test_scan_writes_the_result_json(dataset_file, tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Audited 400 samples" in done.stdout
+    assert "Verdict: " in done.stdout
     assert "clustering" in done.stderr, "progress is shown"
     result = json.loads(out.read_text())
     assert result["n_samples"] == 400
@@ -46,6 +47,7 @@ def test_scan_writes_the_result_json(dataset_file, tmp_path) -> None:
     assert all(result["scores"][i] >= 0.5 for i in result["flagged"])
     assert result["seconds"] > 0
     assert result["summary"]["n_flagged"] == len(result["flagged"])
+    assert result["summary"]["verdict"]["status"] in ("poisoned", "clean")
     # The standalone report carries its pictures inline.
     html = report.read_text()
     assert 'id="classes"' in html
@@ -99,3 +101,11 @@ def test_the_api_knows_every_engine_preset() -> None:
     from incompat import PRESETS
 
     assert set(PRESET_NAMES) == set(PRESETS)
+
+
+@pytest.mark.parametrize("verb", ["status", "flagged", "report"])
+def test_a_malformed_audit_id_gets_one_line(verb: str) -> None:
+    done = _cli(verb, "abc123", "--server", "http://127.0.0.1:9")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "'abc123' is not an audit id" in done.stderr

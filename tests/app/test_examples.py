@@ -35,7 +35,8 @@ def test_the_example_runs_the_ci_hook(name: str) -> None:
     args = _parser().parse_args(argv[1:])  # exits on an unknown verb or option
     assert args.junit == Path("audit-report.xml")
     assert args.json == Path("audit-report.json")
-    assert args.max_flagged_fraction == 0.05
+    # The verdict gates by default: no threshold to tune, the server's preset.
+    assert (args.max_flagged_fraction, args.max_flagged, args.preset) == (None, None, None)
     text = (EXAMPLES / name).read_text()
     assert "DATASET_AUDIT_SERVER" in text
     assert "DATASET_AUDIT_API_KEY" in text

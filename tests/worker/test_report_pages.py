@@ -72,9 +72,16 @@ def test_the_report_of_a_finished_audit(client: TestClient, tmp_path: Path, smal
     assert client.get(f"/audits/{audit_id}/samples/999999.png").status_code == 404
 
     audit = client.get(f"/audits/{audit_id}").json()
+    # The page opens with the verdict, before the facts.
+    verdict = audit["summary"]["verdict"]["status"]
+    assert f'<h2 id="verdict-heading">Verdict: {verdict}</h2>' in html
+    assert html.index('id="verdict"') < html.index('class="facts"')
     rows = list(csv.DictReader(io.StringIO(client.get(f"/audits/{audit_id}/flagged.csv").text)))
     assert len(rows) == audit["summary"]["n_flagged"]
     assert [int(r["rank"]) for r in rows] == list(range(len(rows)))
+    kinds = [r["kind"] for r in rows]
+    suspected = audit["summary"]["n_suspected_poisons"]
+    assert kinds == ["suspected_poison"] * suspected + ["label_issue"] * (len(rows) - suspected)
 
     listing = client.get("/").text
     assert f'href="/audits/{audit_id}/report">pages</a>' in listing
