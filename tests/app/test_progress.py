@@ -6,7 +6,6 @@ import io
 
 import pytest
 
-from app import progress
 from app.progress import ProgressDisplay
 
 
@@ -14,7 +13,7 @@ def test_plain_progress_writes_changes_at_most_every_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [0.0]
-    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("app.progress.time.monotonic", lambda: now[0])
     stream = io.StringIO()
     display = ProgressDisplay(stream, every_s=10)
     # A poll every second: the same state 30 times, then a step every 3 s.
