@@ -1,11 +1,11 @@
-"""The real engine finds real planted backdoors of each trigger family: Fashion-MNIST, `tiny`.
+"""The real engine finds real planted backdoors and says so in its verdict: Fashion-MNIST, `tiny`.
 
-The bounds come from these exact setups (3,000 images): a local stamp (recall 1.000 on seeds 0-5
-at a 4.1-7.1 % clean-flag rate before trigger groups), a noise image blended over the whole image
-(recall 1.000 on seeds 0 and 1, clean flagged 5.4 % and 6.0 %) and an all-to-one corner patch
-(recall 1.000 on seeds 0 and 1, clean flagged 8.1 % and 5.9 %). The last two are found by trigger
-groups: without them `tiny` kept 27 % and 17 % of the blend's poisons on those seeds. The same
-images with no poisons: 4.7 % flagged, no trigger group (seed 0).
+The two families the vote alone misses (docs/ENGINE.md, finding 6), 3,000 images: a noise image
+blended over dresses relabelled trouser (seed 0: recall 1.000, 6.5 % of samples flagged, the
+verdict implicates trouser through a trigger group, suspected-poison precision 0.83) and an
+all-to-one corner patch (seed 1: recall 1.000, the verdict implicates T-shirt, precision 1.00).
+A local stamp, and the same images with no poisons, are the CI gate's own test
+(tests/e2e/test_ci_hook.py); the statistic itself is tests/incompat/test_verdict.py's.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ MIN_RECALL = 0.9
 MAX_CLEAN_FLAG_RATE = 0.10
 
 FAMILIES: dict[str, dict[str, Any]] = {
-    # the paper's X of 5 pixels, trouser -> sneaker
-    "stamp": {"source": 1, "target": 7, "eps": 0.1, "shape": "pattern"},
     # a fixed noise image blended over dresses at opacity 0.15, relabelled trouser
     "blend": {"source": 3, "target": 1, "eps": 0.1, "shape": "blend_noise", "opacity": 0.15},
     # a 3x3 corner patch on 3 % of every other class, relabelled T-shirt
@@ -35,15 +33,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("family", "seed", "top_precision"),
-    # All-to-one: 0.72 of the top 81 (seed 1, 2 threads). `tiny`'s vote (about three voters per
-    # sample) can make a false group too, which ranks with the true one (coats, on seed 0).
-    [("stamp", 0, 0.8), ("stamp", 1, 0.8), ("blend", 0, 0.8), ("all-to-one", 1, 0.6)],
-)
-def test_tiny_preset_finds_a_planted_backdoor(
-    fashion_mnist, family: str, seed: int, top_precision: float
-) -> None:
+@pytest.mark.parametrize(("family", "seed"), [("blend", 0), ("all-to-one", 1)])
+def test_tiny_preset_finds_a_planted_backdoor(fashion_mnist, family: str, seed: int) -> None:
     images, labels = fashion_mnist
     subset = balanced_subset(labels, SAMPLES, seed=seed)
     planted = poison(images[subset], labels[subset], seed=seed, **FAMILIES[family])
@@ -51,9 +42,12 @@ def test_tiny_preset_finds_a_planted_backdoor(
     metrics = detection_metrics(result.is_flagged, planted.is_poison)
     assert metrics.recall >= MIN_RECALL, metrics
     assert metrics.clean_flag_rate <= MAX_CLEAN_FLAG_RATE, metrics
-    # The audit points at the attack: the target class's flagged samples were voted to a source.
-    target = next(c for c in result.class_summary if c.label == planted.target)
-    assert target.flagged_voted_label in planted.sources
-    # The most suspicious samples are the poisons.
-    top = result.most_suspicious(metrics.n_poisons)
-    assert planted.is_poison[top].mean() >= top_precision
+    # The verdict names the target, and its suspected poisons are the poisons.
+    assert result.verdict.status == "poisoned"
+    assert [g.target for g in result.verdict.implicated] == [planted.target]
+    suspected = detection_metrics(result.is_suspected_poison, planted.is_poison)
+    assert suspected.recall >= MIN_RECALL, suspected
+    assert suspected.precision >= 0.8, suspected
+    # They rank first.
+    top = result.most_suspicious(int(result.is_suspected_poison.sum()))
+    assert result.is_suspected_poison[top].all()
