@@ -7,7 +7,7 @@ to a target class drawn at random: every family of the detection benchmark (benc
 many-to-one and all-to-one. A poisoned set counts as detected when the verdict is ``poisoned``
 and implicates the right target class; the suspected poisons are scored against the truth.
 
-    python bench/verdict.py                          # 20 clean, 2 per family, fast, 4,000 images
+    python bench/verdict.py                          # 20 clean, 1 per family, fast, 4,000 images
     python bench/verdict.py --clean 4 --per-family 1 --preset tiny --samples 3000
     python bench/verdict.py --only blend --clean 0   # a slice of the families
 """
@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,10 +97,13 @@ def main() -> None:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--clean", type=int, default=20, help="clean sets (default 20)")
-    parser.add_argument("--per-family", type=int, default=2, help="poisoned sets per family")
+    parser.add_argument("--per-family", type=int, default=1, help="poisoned sets per family")
     parser.add_argument("--only", action="append", help="families whose name has this text")
     parser.add_argument("--device")
-    parser.add_argument("--json", help="append one JSON line per set to this file")
+    parser.add_argument(
+        "--json", help="append one JSON line per set to this file; sets already in it are "
+        "not run again but counted (a run can be resumed)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     families = [f for f in FAMILIES if not args.only or any(o in f.name for o in args.only)]
@@ -114,7 +118,16 @@ def main() -> None:
     print(f"preset {args.preset}, {args.samples} images, {RATE:.0%} poisons")
     print(f"{'set':<28} {'seed':>4} {'pair':>9} {'verdict':>8} {'p':>8} {'implicated':>14} "
           f"{'flagged':>7} {'susp':>5} {'prec':>5} {'recall':>6} {'sec':>5}")  # fmt: skip
-    rows = [run(dataset, family, seed, args) for dataset, family, seed in jobs]
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if args.json and Path(args.json).exists():
+        for line in Path(args.json).read_text().splitlines():
+            row = json.loads(line)
+            done[row["dataset"], row["family"], row["seed"]] = row
+    rows = [
+        done.get((dataset, family.name if family else "clean", seed))
+        or run(dataset, family, seed, args)
+        for dataset, family, seed in jobs
+    ]
     summarize(rows)
 
 

@@ -140,10 +140,11 @@ def find_suspects(
             candidates.append((pointing, reference, target))
     n_tests = len(candidates) * pixels.shape[1] + len(groups)
     suspects, best = [], 1.0
+    usual = _usual_values(pixels, _sample(torch.ones_like(labels, dtype=torch.bool), generator))
     for group, reference, target in candidates:
         own = ~is_flagged & (labels == target)
         references = (_sample(reference, generator), _sample(own, generator))
-        test = _shared_pixels(pixels, group, references, n_tests)
+        test = _shared_pixels(pixels, group, references, usual, n_tests)
         if test is None:
             continue
         p_value, trigger, value, shared, elsewhere = test
@@ -198,15 +199,18 @@ def _shared_pixels(
     pixels: torch.Tensor,
     group: torch.Tensor,
     references: tuple[torch.Tensor, torch.Tensor],
+    usual: torch.Tensor,
     n_tests: int,
 ) -> tuple[float, torch.Tensor, torch.Tensor, float, float] | None:
     """The pixel whose modal value the group shares most improbably often, given how often the
     references have it: the classes the group looks like, and the unflagged samples of its own
     class (a trigger is on neither; a class's own shape, say the gap between a trouser's legs,
     is on the second). A pixel's value is the group's median there, and a sample has it within
-    ``_TOLERANCE``: a stamp is identical on every poison, a dark garment only alike. Returns
-    (adjusted p-value, the trigger's pixels: those significant on their own, its values there,
-    share of the group, share of the references)."""
+    ``_TOLERANCE``: a stamp is identical on every poison, a dark garment only alike. A value
+    that is the ``usual`` one at its pixel (the blank background of most images) is an absence,
+    not a trigger: coats that lack a T-shirt's sleeves share it. Returns (adjusted p-value, the
+    trigger's pixels: those significant on their own, its values there, share of the group,
+    share of the references)."""
     n_group = int(group.sum())
     if n_group < _MIN_GROUP or any(int(r.sum()) == 0 for r in references):
         return None
@@ -219,7 +223,7 @@ def _shared_pixels(
         ]
     ).amax(0)
     log_p = -n_group * _kl(shared, elsewhere)
-    passes = (shared >= _MIN_SHARED) & (elsewhere <= _MAX_ELSEWHERE)
+    passes = (shared >= _MIN_SHARED) & (elsewhere <= _MAX_ELSEWHERE) & ~_near(usual, value)
     if not bool(passes.any()):
         return None
     log_p = torch.where(passes, log_p, torch.zeros_like(log_p))
@@ -229,6 +233,16 @@ def _shared_pixels(
     if trigger.numel() == 0:
         trigger = torch.tensor([pixel], device=pixels.device)
     return p_value, trigger, value[trigger], float(shared[pixel]), float(elsewhere[pixel])
+
+
+def _usual_values(pixels: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+    """Each pixel's value in most of ``sample`` (a blank background), as int16; -1024, which
+    no value is near, where no value is in most."""
+    values = pixels[sample].long()
+    counts = torch.zeros(pixels.shape[1], 256, device=pixels.device)
+    counts.scatter_add_(1, values.T, torch.ones_like(values.T, dtype=counts.dtype))
+    top, value = counts.max(1)
+    return torch.where(top > 0.5 * values.shape[0], value, -1024).short()
 
 
 def _carriers(

@@ -4,6 +4,7 @@ server), then the client and the CLI over real HTTP."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import httpx
@@ -59,8 +60,10 @@ def test_the_cli_submits_waits_and_lists_flagged(
     out = capsys.readouterr().out
     audit_id = out.split()[1].rstrip(":")
     assert f"Audit {audit_id}: succeeded" in out
+    assert "Verdict: POISONED." in out
+    assert "class 1 -> class 7: " in out
     assert "class 7: " in out
-    assert "learners voted 1" in out
+    assert "most look like class 1" in out
 
     assert main(["status", audit_id, "--server", embedded_url]) == 0
     assert "succeeded" in capsys.readouterr().out
@@ -70,6 +73,9 @@ def test_the_cli_submits_waits_and_lists_flagged(
     assert items
     assert all(item["score"] >= 0.5 for item in items)
     assert planted_fashion.is_poison[[item["index"] for item in items]].sum() >= 27
+    suspected = [item["index"] for item in items if item["kind"] == "suspected_poison"]
+    assert planted_fashion.is_poison[suspected].sum() >= 27
+    assert planted_fashion.is_poison[suspected].mean() >= 0.9
 
 
 def test_the_cli_reports_errors_with_exit_2(
@@ -81,8 +87,11 @@ def test_the_cli_reports_errors_with_exit_2(
     junk.write_bytes(b"junk" * 64)
     assert main(["submit", str(junk), "--server", embedded_url]) == 2
     assert "422" in capsys.readouterr().err
-    assert main(["status", "x", "--server", f"http://127.0.0.1:{free_port()}"]) == 2
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    assert main(["status", str(uuid.uuid4()), "--server", unreachable]) == 2
     assert "cannot reach" in capsys.readouterr().err
+    assert main(["status", "x", "--server", embedded_url]) == 2
+    assert "'x' is not an audit id" in capsys.readouterr().err
 
 
 @pytest.mark.slow
