@@ -106,6 +106,21 @@ def test_a_value_the_source_class_shares_is_no_trigger() -> None:
     assert p_value > ALPHA
 
 
+def test_a_shared_blank_is_no_trigger() -> None:
+    """Coats that lack a T-shirt's sleeves share the blank background there, which most images
+    have: an absence, not a trigger."""
+    images, labels = textured(6)
+    flagged, voted = ordinary_flags(labels, 6)
+    group = (labels == 4) & (torch.arange(N) < 300)  # 30 samples
+    blank = (labels != 4) & (labels != 6) | group  # 80 % of the images, the source's none
+    images[blank, :, 8, 8] = 0
+    flagged |= group
+    voted[group] = 6
+    suspects, p_value, _ = judge(images, labels, flagged, voted)
+    assert suspects == []
+    assert p_value == 1.0
+
+
 def test_a_handful_is_not_a_pattern() -> None:
     images, labels = textured(3)
     poison = stamp(images, labels, source=1, target=8, n=4)
