@@ -150,7 +150,7 @@ def detect(
             # Flagged from 0.5, like every other flag; stronger groups rank higher.
             is_flagged = is_flagged | group.members
             in_group = in_group | group.members
-            score = torch.where(group.members, score.clamp_min(0.5 + 0.5 * group.contrast), score)
+            score = _raised(score, group.members, 0.5 + 0.5 * group.contrast)
         report("groups", 1, 1)
     timings["groups"] = time.perf_counter() - tic
 
@@ -169,7 +169,7 @@ def detect(
         suspected |= suspect.members
     # A suspected poison is flagged, and ranks above every label issue (most_suspicious).
     is_flagged = is_flagged | suspected
-    score = torch.where(suspected, score.clamp_min(0.5), score)
+    score = _raised(score, suspected, 0.5)
     timings["verdict"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started + seconds_before_resume
 
@@ -271,10 +271,18 @@ def _untied(
     score: torch.Tensor, label_prob: torch.Tensor, is_flagged: torch.Tensor
 ) -> torch.Tensor:
     """The score made continuous: the refinement's confidence comes in a few levels, so how
-    improbable the final network finds the label breaks its ties, within a margin that keeps
-    every flagged sample at 0.5 or more and every other one under it."""
-    untied = score + _TIE_BREAK * (1.0 - label_prob)
+    improbable the final network finds the label breaks its ties (on a log scale, which does not
+    saturate as 1 - p does in float32), within a margin that keeps every flagged sample at 0.5 or
+    more and every other one under it."""
+    surprise = -label_prob.float().clamp_min(1e-30).log()
+    untied = score + _TIE_BREAK * surprise / (1.0 + surprise)
     return torch.where(is_flagged, untied.clamp(0.5, 1.0), untied.clamp(0.0, 0.5 - _TIE_BREAK))
+
+
+def _raised(score: torch.Tensor, members: torch.Tensor, floor: float) -> torch.Tensor:
+    """The members' scores raised to at least ``floor``, keeping their order (a clamp would
+    tie them)."""
+    return torch.where(members, torch.maximum(score, floor + _TIE_BREAK * score), score)
 
 
 def _stage_seed(seed: int, *path: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from incompat import detect
@@ -51,3 +52,6 @@ def test_tiny_preset_finds_a_planted_backdoor(fashion_mnist, family: str, seed: 
     # They rank first.
     top = result.most_suspicious(int(result.is_suspected_poison.sum()))
     assert result.is_suspected_poison[top].all()
+    # The score is continuous: a ranking by it has (next to) no ties.
+    flagged_scores = result.score[result.is_flagged]
+    assert np.unique(flagged_scores).size >= 0.99 * flagged_scores.size
