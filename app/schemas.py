@@ -43,8 +43,9 @@ class ClassCounts(BaseModel):
     n_flagged: int
     flagged_voted_label: int | None = Field(
         default=None,
-        description="The label the weak learners voted for on this class's flagged samples: "
-        "for a backdoor, the target class's flagged samples point back at the source class.",
+        description="The label the weak learners voted for on this class's suspected poisons "
+        "(without any, on its flagged samples): a backdoor's target class points back at its "
+        "source class.",
     )
 
 

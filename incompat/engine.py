@@ -134,6 +134,8 @@ def detect(
     tic = time.perf_counter()
     groups: list[TriggerGroup] = []
     in_group = torch.zeros_like(is_flagged)
+    # Where a sample's score must start, once it is known to be in a group (0: anywhere).
+    floor = torch.zeros_like(score)
     if config.probe_steps > 0:
         report("groups", 0, 1)
         features = probe_features(learner, config.probe_steps, _stage_seed(seed, 4))
@@ -150,7 +152,7 @@ def detect(
             # Flagged from 0.5, like every other flag; stronger groups rank higher.
             is_flagged = is_flagged | group.members
             in_group = in_group | group.members
-            score = _raised(score, group.members, 0.5 + 0.5 * group.contrast)
+            floor = torch.where(group.members, floor.clamp_min(0.5 + 0.5 * group.contrast), floor)
         report("groups", 1, 1)
     timings["groups"] = time.perf_counter() - tic
 
@@ -169,7 +171,8 @@ def detect(
         suspected |= suspect.members
     # A suspected poison is flagged, and ranks above every label issue (most_suspicious).
     is_flagged = is_flagged | suspected
-    score = _raised(score, suspected, 0.5)
+    floor = torch.where(suspected, floor.clamp_min(0.5), floor)
+    score = _raised(score, floor)
     timings["verdict"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started + seconds_before_resume
 
@@ -184,7 +187,7 @@ def detect(
         label_prob=label_prob.float().cpu().numpy(),
         voted_label=voted_label.astype(np.int64),
         cluster_ids=state.cluster_ids(),
-        class_summary=summarize_classes(given, flagged, voted_label),
+        class_summary=summarize_classes(given, flagged, voted_label, suspected.cpu().numpy()),
         in_trigger_group=in_group.cpu().numpy(),
         is_suspected_poison=suspected.cpu().numpy(),
         verdict=Verdict(
@@ -271,18 +274,22 @@ def _untied(
     score: torch.Tensor, label_prob: torch.Tensor, is_flagged: torch.Tensor
 ) -> torch.Tensor:
     """The score made continuous: the refinement's confidence comes in a few levels, so how
-    improbable the final network finds the label breaks its ties (on a log scale, which does not
-    saturate as 1 - p does in float32), within a margin that keeps every flagged sample at 0.5 or
-    more and every other one under it."""
-    surprise = -label_prob.float().clamp_min(1e-30).log()
-    untied = score + _TIE_BREAK * surprise / (1.0 + surprise)
+    improbable the final network finds the label breaks its ties. By rank, spread evenly under
+    ``_TIE_BREAK``: probabilities differ by less than float32 can add to a score near 0.8. Every
+    flagged sample stays at 0.5 or more and every other one under it."""
+    n = label_prob.numel()
+    rank = torch.empty(n, device=score.device)
+    rank[torch.argsort(label_prob.float(), descending=True, stable=True)] = torch.arange(
+        n, device=score.device, dtype=rank.dtype
+    )
+    untied = score + _TIE_BREAK * rank / n
     return torch.where(is_flagged, untied.clamp(0.5, 1.0), untied.clamp(0.0, 0.5 - _TIE_BREAK))
 
 
-def _raised(score: torch.Tensor, members: torch.Tensor, floor: float) -> torch.Tensor:
-    """The members' scores raised to at least ``floor``, keeping their order (a clamp would
-    tie them)."""
-    return torch.where(members, torch.maximum(score, floor + _TIE_BREAK * score), score)
+def _raised(score: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """Scores mapped into [floor, 1] where a floor is set, keeping their order (a clamp would
+    tie them), in one step (each step would squeeze their differences)."""
+    return torch.where(floor > 0, floor + (1.0 - floor) * score, score)
 
 
 def _stage_seed(seed: int, *path: int) -> int:

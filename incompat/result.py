@@ -16,8 +16,8 @@ class ClassSummary:
     label: int  # the class as given in the input labels
     n_samples: int
     n_flagged: int
-    # The label the weak learners most often voted for among this class's flagged samples: for a
-    # backdoor, the target class's flagged samples point back at the source class.
+    # The label the weak learners most often voted for among this class's suspected poisons, or
+    # without any, its flagged samples: a backdoor's target class points back at its source.
     flagged_voted_label: int | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,13 +126,16 @@ class DetectionResult:
 
 
 def summarize_classes(
-    labels: np.ndarray, is_flagged: np.ndarray, voted_label: np.ndarray
+    labels: np.ndarray, is_flagged: np.ndarray, voted_label: np.ndarray, suspected: np.ndarray
 ) -> list[ClassSummary]:
-    """Per-class counts; ``labels`` and ``voted_label`` in the input label space."""
+    """Per-class counts; ``labels`` and ``voted_label`` in the input label space. A class with
+    suspected poisons points where they point: its label issues (coats voted dress) would
+    otherwise outvote a backdoor of fewer samples."""
     summaries = []
     for cls in np.unique(labels):
         in_class = labels == cls
-        flagged_votes = voted_label[in_class & is_flagged]
+        pointing = in_class & (suspected if (in_class & suspected).any() else is_flagged)
+        flagged_votes = voted_label[pointing]
         flagged_votes = flagged_votes[flagged_votes >= 0] if flagged_votes.size else flagged_votes
         top: int | None = None
         if flagged_votes.size:
