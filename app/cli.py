@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from app.schemas import AuditRead
     from incompat import DetectionResult
     from incompat.attacks import PoisonedDataset
+    from incompat.metrics import DetectionMetrics
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -230,11 +231,7 @@ def _demo(args: argparse.Namespace) -> int:
     result, seconds = _run_engine(planted.images, planted.labels, args)
     _print_summary(result, seconds, FASHION_MNIST_CLASSES)
     metrics = detection_metrics(result.is_flagged, planted.is_poison)
-    print(
-        f"Against the planted truth: recall {metrics.recall:.3f}, "
-        f"precision {metrics.precision:.3f}, "
-        f"clean samples flagged {metrics.clean_flag_rate:.2%}."
-    )
+    _print_truth(metrics, detection_metrics(result.is_suspected_poison, planted.is_poison))
     if args.output:
         payload = _result_json(result, args.preset, seconds)
         payload["ground_truth"] = {"poisons": planted.poison_indices.tolist(), **metrics.to_dict()}
@@ -263,12 +260,10 @@ def _demo_on_server(args: argparse.Namespace, planted: PoisonedDataset) -> int:
         flagged = client.flagged(audit.id)
     is_flagged = np.zeros(planted.labels.size, dtype=bool)
     is_flagged[[item.index for item in flagged]] = True
+    suspected = np.zeros(planted.labels.size, dtype=bool)
+    suspected[[item.index for item in flagged if item.kind == "suspected_poison"]] = True
     metrics = detection_metrics(is_flagged, planted.is_poison)
-    print(
-        f"Against the planted truth: recall {metrics.recall:.3f}, "
-        f"precision {metrics.precision:.3f}, "
-        f"clean samples flagged {metrics.clean_flag_rate:.2%}."
-    )
+    _print_truth(metrics, detection_metrics(suspected, planted.is_poison))
     print(f"Report: {client.server}/audits/{audit.id}/report")
     if args.output:
         payload = {
@@ -278,6 +273,15 @@ def _demo_on_server(args: argparse.Namespace, planted: PoisonedDataset) -> int:
         }
         _write_json(args.output, payload)
     return EXIT_OK
+
+
+def _print_truth(flagged: DetectionMetrics, suspected: DetectionMetrics) -> None:
+    print(
+        f"Against the planted truth: recall {flagged.recall:.3f}, "
+        f"precision {flagged.precision:.3f}, "
+        f"clean samples flagged {flagged.clean_flag_rate:.2%}; "
+        f"suspected poisons: recall {suspected.recall:.3f}, precision {suspected.precision:.3f}."
+    )
 
 
 def _run_engine(

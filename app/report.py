@@ -134,9 +134,10 @@ def set_verdict(view: ReportView, verdict: Verdict | None, names: Sequence[str] 
     view.verdict = verdict.status
     if verdict.status == "poisoned":
         n = len(verdict.implicated)
+        groups = "1 group of flagged samples shares" if n == 1 else f"{n} groups share"
         view.verdict_text = (
-            f"Poisoned: {n} {'group' if n == 1 else 'groups'} of flagged samples share a "
-            "trigger. Their samples are the suspected poisons, shown first below."
+            f"Poisoned: {groups} a trigger. Their samples are the suspected poisons, shown "
+            "first below."
         )
         view.evidence = [group_line(group, names) for group in verdict.implicated]
     else:
