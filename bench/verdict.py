@@ -117,7 +117,8 @@ def main() -> None:
         ]
     print(f"preset {args.preset}, {args.samples} images, {RATE:.0%} poisons")
     print(f"{'set':<28} {'seed':>4} {'pair':>9} {'verdict':>8} {'p':>8} {'implicated':>14} "
-          f"{'flagged':>7} {'susp':>5} {'prec':>5} {'recall':>6} {'sec':>5}")  # fmt: skip
+          f"{'flagged':>7} {'flagrec':>7} {'susp':>5} {'prec':>5} {'recall':>6} "
+          f"{'sec':>5}")  # fmt: skip
     done: dict[tuple[str, str, int], dict[str, Any]] = {}
     if args.json and Path(args.json).exists():
         for line in Path(args.json).read_text().splitlines():
@@ -150,6 +151,7 @@ def run(dataset: str, family: Family | None, seed: int, args: argparse.Namespace
         "implicated": [g.target for g in verdict.implicated],
         "evidence": [g.evidence for g in verdict.implicated],
         "flagged_share": float(result.is_flagged.mean()), "suspected": int(suspected.sum()),
+        "flag_recall": int((result.is_flagged & is_poison).sum()) / max(int(is_poison.sum()), 1),
         "precision": true / max(int(suspected.sum()), 1),
         "recall": true / max(int(is_poison.sum()), 1), "seconds": seconds,
     }  # fmt: skip
@@ -159,7 +161,8 @@ def run(dataset: str, family: Family | None, seed: int, args: argparse.Namespace
     implicated = ",".join(f"{t}:{e[:5]}" for t, e in pairs)
     name = f"{dataset} {row['family']}"
     print(f"{name:<28} {seed:>4} {pair[-9:]:>9} {verdict.status:>8} {verdict.p_value:>8.1e} "
-          f"{implicated[:14]:>14} {row['flagged_share']:>7.2%} {row['suspected']:>5} "
+          f"{implicated[:14]:>14} {row['flagged_share']:>7.2%} {row['flag_recall']:>7.2f} "
+          f"{row['suspected']:>5} "
           f"{row['precision']:>5.2f} {row['recall']:>6.2f} {seconds:>5.0f}",
           flush=True)  # fmt: skip
     if args.json:
