@@ -44,7 +44,7 @@ _MIN_GROUP = 10  # samples: fewer is not a pattern
 _MAX_CLASS_SHARE = 0.5  # a group is a minority of its class: more is the vote failing there
 _MAX_REFERENCE = 2000  # reference samples a rate is estimated from
 _MATCH = 0.75  # a flagged sample carries the trigger with this share of its pixels
-_RARE = 0.01  # a trigger carried by fewer of the references also marks unflagged samples
+_RARE = 0.01  # a trigger whole on fewer of the source reference also marks unflagged samples
 _MIN_SOURCE_SHARE = 0.1  # a group's sources: the voted classes of at least this share of it
 _FOLDS = 5  # the held-out linear test's folds
 _RIDGE = 1.0  # its regularisation, relative to the mean squared norm of a sample
@@ -321,11 +321,6 @@ def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     p, q = p.double(), q.double().clamp(1e-12, 1 - 1e-12)
     kl = torch.special.xlogy(p, p / q) + torch.special.xlogy(1 - p, (1 - p) / (1 - q))
     return torch.where(p > q, kl, torch.zeros_like(kl))
-
-
-def _upper_tail(share: float, rate: float, n: int) -> float:
-    kl = _kl(torch.tensor(share, dtype=torch.float64), torch.tensor(rate, dtype=torch.float64))
-    return math.exp(-n * float(kl))
 
 
 def _sample(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
