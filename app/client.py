@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.models import AuditStatus
+from app.tables import AuditStatus
 from app.schemas import AuditRead, FlaggedItem, FlaggedPage, Page
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"

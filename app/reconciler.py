@@ -29,7 +29,7 @@ from sqlalchemy.sql import ColumnElement
 from app.context import Context
 from app.db import transaction
 from app.dispatch import dispatch
-from app.models import Audit, AuditStatus, utcnow
+from app.tables import Audit, AuditStatus, utcnow
 from app.queue import send_notify
 
 log = logging.getLogger(__name__)

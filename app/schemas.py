@@ -8,7 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.models import AuditStatus
+from app.tables import AuditStatus
 
 PRESET_NAMES = ("tiny", "fast", "paper")
 Preset = Literal["tiny", "fast", "paper"]

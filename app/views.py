@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.models import Audit
+from app.tables import Audit
 from app.schemas import (
     AuditLinks,
     AuditRead,

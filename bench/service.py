@@ -48,7 +48,7 @@ from sqlalchemy import Engine, text
 
 from app.db import make_engine, make_sessionmaker, transaction
 from app.migrate import upgrade
-from app.models import Audit, AuditStatus
+from app.tables import Audit, AuditStatus
 from app.services.audits import Outcome, save_outcome
 from app.settings import Settings
 

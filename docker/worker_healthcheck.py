@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, func, select
 
-from app.models import Audit, AuditStatus, utcnow
+from app.tables import Audit, AuditStatus, utcnow
 
 PING_TIMEOUT_S = 5.0
 

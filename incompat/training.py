@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from incompat.config import EngineConfig
 from incompat.data import DeviceData, shuffled_batches
-from incompat.models import build_model
+from incompat.networks import build_model
 
 _EVAL_BATCH = 512
 

@@ -669,7 +669,7 @@ def sqlite_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 def add_audit(engine: Any, *, worker: str, status: str, heartbeat_age_s: float) -> None:
     from sqlalchemy.orm import Session
 
-    from app.models import Audit, AuditStatus, utcnow
+    from app.tables import Audit, AuditStatus, utcnow
 
     with Session(engine) as session, session.begin():
         session.add(

@@ -20,12 +20,12 @@ from app.context import Context
 from app.db import transaction
 from app.dispatch import dispatch
 from app.formats import DatasetError, load_dataset
-from app.models import AuditStatus
+from app.tables import AuditStatus
 from app.queue import send_notify
 from app.services import audits as service
 from incompat import DetectionResult, detect
 from incompat.checkpoint import learners_in as checkpoint_learners
-from worker.context import worker_name
+from worker.identity import worker_name
 from worker.report_assets import report_assets
 
 log = logging.getLogger(__name__)

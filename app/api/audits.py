@@ -21,7 +21,7 @@ from app.api.deps import ContextDep, in_session, require_succeeded, with_audit
 from app.context import Context
 from app.dispatch import dispatch
 from app.formats import DatasetError, DatasetInfo, inspect_dataset
-from app.models import Audit, AuditStatus
+from app.tables import Audit, AuditStatus
 from app.queue import send_notify
 from app.schemas import (
     MAX_OFFSET,

@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import ContextDep, in_session
-from app.models import DEFAULT_TENANT
+from app.tables import DEFAULT_TENANT
 from app.services import access
 
 API_CHALLENGE = 'Bearer realm="dataset-audit"'

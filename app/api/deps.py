@@ -21,7 +21,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.context import Context
-from app.models import Audit, AuditStatus
+from app.tables import Audit, AuditStatus
 from app.services import audits as service
 
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from app.db import make_engine
-from app.models import Base
+from app.tables import Base
 from app.settings import get_settings
 
 config = context.config

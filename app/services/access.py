@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import ApiKey, Audit, AuditStatus, Tenant, utcnow
+from app.tables import ApiKey, Audit, AuditStatus, Tenant, utcnow
 from app.settings import Settings
 
 KEY_PREFIX = "dak_"

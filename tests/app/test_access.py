@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from app.cli import main
 from app.db import make_engine, make_sessionmaker, transaction
 from app.main import create_app
-from app.models import ApiKey, Audit
+from app.tables import ApiKey, Audit
 from app.services import access
 from app.settings import Settings, get_settings
 from tests.app.test_api import context_of, finish_with_scores, upload

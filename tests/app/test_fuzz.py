@@ -42,7 +42,7 @@ from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction
 from app.main import create_app
 from app.migrate import upgrade
-from app.models import AuditStatus
+from app.tables import AuditStatus
 from app.services import access
 from app.settings import Settings
 from tests.dataset_files import write_npz

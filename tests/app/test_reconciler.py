@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text, update
 from app.context import Context
 from app.db import transaction
 from app.main import create_app
-from app.models import Audit, AuditStatus, utcnow
+from app.tables import Audit, AuditStatus, utcnow
 from app.reconciler import broker_forgot, reconcile
 from app.services import audits as service
 from app.settings import Settings

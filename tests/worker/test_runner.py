@@ -14,7 +14,7 @@ from app.context import Context
 from app.db import transaction
 from app.main import create_app
 from app.migrate import upgrade
-from app.models import Audit, AuditStatus
+from app.tables import Audit, AuditStatus
 from app.settings import Settings
 from tests.dataset_files import write_npz
 from worker.runner import ProgressReporter, run_audit, shutdown_requested

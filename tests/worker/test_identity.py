@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 
-from worker.context import died_here, worker_name
+from worker.identity import died_here, worker_name
 
 
 def test_a_worker_is_dead_when_its_process_is_gone_or_was_an_earlier_incarnation() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from incompat.models import build_model
+from incompat.networks import build_model
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "resnet20", "resnet32", "preact_resnet18"])

@@ -7,7 +7,7 @@ import uuid
 
 from app.context import Context
 from app.db import transaction
-from app.models import Audit, AuditStatus, WebhookDelivery
+from app.tables import Audit, AuditStatus, WebhookDelivery
 from app.views import to_read
 from app.webhooks import payload, post
 
