@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.tables import AuditStatus
 from app.schemas import AuditRead, FlaggedItem, FlaggedPage, Page
+from app.tables import AuditStatus
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 REUSABLE = ("queued", "running", "succeeded")

@@ -29,8 +29,8 @@ from sqlalchemy.sql import ColumnElement
 from app.context import Context
 from app.db import transaction
 from app.dispatch import dispatch
-from app.tables import Audit, AuditStatus, utcnow
 from app.queue import send_notify
+from app.tables import Audit, AuditStatus, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.tables import Audit
 from app.schemas import (
     AuditLinks,
     AuditRead,
@@ -19,6 +18,7 @@ from app.schemas import (
     Verdict,
     Webhook,
 )
+from app.tables import Audit
 
 
 def to_read(audit: Audit) -> AuditRead:

@@ -48,9 +48,9 @@ from sqlalchemy import Engine, text
 
 from app.db import make_engine, make_sessionmaker, transaction
 from app.migrate import upgrade
-from app.tables import Audit, AuditStatus
 from app.services.audits import Outcome, save_outcome
 from app.settings import Settings
+from app.tables import Audit, AuditStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (32, 32, 3)

@@ -7,9 +7,9 @@ import uuid
 
 from app.queue import NOTIFY, RUN_AUDIT, send_notify
 from worker.celery_app import celery_app
+from worker.delivery import deliver
 from worker.identity import worker_context
 from worker.runner import run_audit
-from worker.delivery import deliver
 
 log = logging.getLogger(__name__)
 

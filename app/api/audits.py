@@ -21,7 +21,6 @@ from app.api.deps import ContextDep, in_session, require_succeeded, with_audit
 from app.context import Context
 from app.dispatch import dispatch
 from app.formats import DatasetError, DatasetInfo, inspect_dataset
-from app.tables import Audit, AuditStatus
 from app.queue import send_notify
 from app.schemas import (
     MAX_OFFSET,
@@ -36,6 +35,7 @@ from app.schemas import (
 )
 from app.services import access
 from app.services import audits as service
+from app.tables import Audit, AuditStatus
 from app.uploads import FILE_FIELD, Upload, UploadError, receive_upload
 from app.views import to_read
 

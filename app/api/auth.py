@@ -15,8 +15,8 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import ContextDep, in_session
-from app.tables import DEFAULT_TENANT
 from app.services import access
+from app.tables import DEFAULT_TENANT
 
 API_CHALLENGE = 'Bearer realm="dataset-audit"'
 PAGE_CHALLENGE = 'Basic realm="dataset-audit", charset="UTF-8"'

@@ -21,8 +21,8 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.context import Context
-from app.tables import Audit, AuditStatus
 from app.services import audits as service
+from app.tables import Audit, AuditStatus
 
 T = TypeVar("T")
 

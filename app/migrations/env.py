@@ -7,8 +7,8 @@ from alembic import context
 from sqlalchemy import Connection
 
 from app.db import make_engine
-from app.tables import Base
 from app.settings import get_settings
+from app.tables import Base
 
 config = context.config
 

@@ -18,8 +18,8 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.tables import ApiKey, Audit, AuditStatus, Tenant, utcnow
 from app.settings import Settings
+from app.tables import ApiKey, Audit, AuditStatus, Tenant, utcnow
 
 KEY_PREFIX = "dak_"
 KEY_ID_HEX = 12

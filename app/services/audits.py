@@ -13,8 +13,8 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from app.tables import Audit, AuditScores, AuditStatus, FlaggedSample, utcnow
 from app.schemas import AuditRead, FlagKind
+from app.tables import Audit, AuditScores, AuditStatus, FlaggedSample, utcnow
 from app.views import to_read
 
 

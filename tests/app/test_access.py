@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from app.cli import main
 from app.db import make_engine, make_sessionmaker, transaction
 from app.main import create_app
-from app.tables import ApiKey, Audit
 from app.services import access
 from app.settings import Settings, get_settings
+from app.tables import ApiKey, Audit
 from tests.app.test_api import context_of, finish_with_scores, upload
 from tests.dataset_files import write_npz
 

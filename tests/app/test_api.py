@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 
 from app.db import transaction
 from app.main import create_app
-from app.tables import Audit
 from app.services import audits as service
 from app.settings import Settings
+from app.tables import Audit
 from tests.dataset_files import write_npz
 
 

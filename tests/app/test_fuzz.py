@@ -42,9 +42,9 @@ from app.context import Context
 from app.db import make_engine, make_sessionmaker, transaction
 from app.main import create_app
 from app.migrate import upgrade
-from app.tables import AuditStatus
 from app.services import access
 from app.settings import Settings
+from app.tables import AuditStatus
 from tests.dataset_files import write_npz
 from worker.runner import run_audit
 

@@ -16,10 +16,10 @@ from sqlalchemy import create_engine, text, update
 from app.context import Context
 from app.db import transaction
 from app.main import create_app
-from app.tables import Audit, AuditStatus, utcnow
 from app.reconciler import broker_forgot, reconcile
 from app.services import audits as service
 from app.settings import Settings
+from app.tables import Audit, AuditStatus, utcnow
 from tests.app.test_api import context_of, upload
 
 

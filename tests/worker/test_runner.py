@@ -14,8 +14,8 @@ from app.context import Context
 from app.db import transaction
 from app.main import create_app
 from app.migrate import upgrade
-from app.tables import Audit, AuditStatus
 from app.settings import Settings
+from app.tables import Audit, AuditStatus
 from tests.dataset_files import write_npz
 from worker.runner import ProgressReporter, run_audit, shutdown_requested
 
