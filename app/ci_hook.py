@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.client import AuditClient
-from app.schemas import AuditRead, FlaggedItem, ImplicatedGroup
 from app.wording import class_name, group_line, verdict_lines
+from dataset_audit.client import AuditClient
+from dataset_audit.schemas import AuditRead, FlaggedItem, ImplicatedGroup
 
 EXIT_PASS = 0
 EXIT_POISONED = 1

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 from app import admin
 from app.formats import DatasetError, load_dataset
 from app.progress import ProgressDisplay
-from app.schemas import PRESET_NAMES
 from app.wording import class_name, short_name, verdict_lines
+from dataset_audit.schemas import PRESET_NAMES
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from app.client import AuditClient
-    from app.schemas import AuditRead
+    from dataset_audit.client import AuditClient
+    from dataset_audit.schemas import AuditRead
     from incompat import DetectionResult
-    from incompat.attacks import PoisonedDataset
-    from incompat.metrics import DetectionMetrics
+    from incompat.research.attacks import PoisonedDataset
+    from incompat.research.metrics import DetectionMetrics
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -36,7 +36,7 @@ EXIT_ERROR = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from app.client import AuditClientError
+    from dataset_audit.client import AuditClientError
 
     try:
         return int(args.handler(args))
@@ -205,9 +205,13 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from incompat.attacks import poison
-    from incompat.datasets import FASHION_MNIST_CLASSES, balanced_subset, load_fashion_mnist
-    from incompat.metrics import detection_metrics
+    from incompat.research.attacks import poison
+    from incompat.research.datasets import (
+        FASHION_MNIST_CLASSES,
+        balanced_subset,
+        load_fashion_mnist,
+    )
+    from incompat.research.metrics import detection_metrics
 
     try:
         images, labels = load_fashion_mnist()
@@ -245,8 +249,8 @@ def _demo_on_server(args: argparse.Namespace, planted: PoisonedDataset) -> int:
 
     import numpy as np
 
-    from incompat.datasets import FASHION_MNIST_CLASSES
-    from incompat.metrics import detection_metrics
+    from incompat.research.datasets import FASHION_MNIST_CLASSES
+    from incompat.research.metrics import detection_metrics
 
     with tempfile.TemporaryDirectory() as folder, _client(args) as client:
         path = Path(folder) / "fashion-mnist-planted.npz"
@@ -361,7 +365,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> AuditClient:
-    from app.client import AuditClient
+    from dataset_audit.client import AuditClient
 
     return AuditClient(args.server)
 
@@ -437,7 +441,7 @@ def _ci(args: argparse.Namespace) -> int:
         write_junit,
         write_junit_error,
     )
-    from app.client import AuditClientError
+    from dataset_audit.client import AuditClientError
 
     thresholds = Thresholds(
         max_flagged_fraction=args.max_flagged_fraction, max_flagged=args.max_flagged

@@ -30,7 +30,8 @@ from app.context import Context
 from app.db import transaction
 from app.dispatch import dispatch
 from app.queue import send_notify
-from app.tables import Audit, AuditStatus, utcnow
+from app.tables import Audit, utcnow
+from dataset_audit.schemas import AuditStatus
 
 log = logging.getLogger(__name__)
 

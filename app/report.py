@@ -14,10 +14,10 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from app.report_samples import pick_examples, score_histogram
-from app.schemas import FLAG_THRESHOLD, AuditRead, Verdict
 from app.thumbnails import thumbnail_png
 from app.views import verdict_view
 from app.wording import group_line
+from dataset_audit.schemas import FLAG_THRESHOLD, AuditRead, Verdict
 
 if TYPE_CHECKING:
     from incompat import DetectionResult

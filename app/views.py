@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.schemas import (
+from app.tables import Audit
+from dataset_audit.schemas import (
     AuditLinks,
     AuditRead,
     AuditSummary,
@@ -18,7 +19,6 @@ from app.schemas import (
     Verdict,
     Webhook,
 )
-from app.tables import Audit
 
 
 def to_read(audit: Audit) -> AuditRead:

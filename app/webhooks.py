@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from app.schemas import AuditRead
+from dataset_audit.schemas import AuditRead
 
 EVENT = "audit.finished"
 SIGNATURE_HEADER = "X-Audit-Signature"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.schemas import ImplicatedGroup, Verdict
+from dataset_audit.schemas import ImplicatedGroup, Verdict
 
 EVIDENCE = {
     "shared_pixels": "share pixel values that the classes they look like rarely have",

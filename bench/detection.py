@@ -27,17 +27,17 @@ from typing import Any
 import numpy as np
 
 from incompat import detect, get_preset
-from incompat.attacks import PoisonedDataset, Trigger, poison
-from incompat.baselines import activation_clustering, spectral_signatures
-from incompat.datasets import (
+from incompat.research.attacks import PoisonedDataset, Trigger, poison
+from incompat.research.baselines import activation_clustering, spectral_signatures
+from incompat.research.datasets import (
     FASHION_MNIST_CLASSES,
     MNIST_CLASSES,
     balanced_subset,
     load_fashion_mnist,
     load_mnist_5k,
 )
-from incompat.evaluation import RetrainedModel
-from incompat.metrics import detection_metrics
+from incompat.research.evaluation import RetrainedModel
+from incompat.research.metrics import detection_metrics
 
 CLASS_NAMES = {"fashion": FASHION_MNIST_CLASSES, "mnist": MNIST_CLASSES}
 

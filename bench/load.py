@@ -49,12 +49,12 @@ import redis
 from common import free_port, server_errors
 from sqlalchemy import create_engine, text
 
-from app.client import API_KEY_ENV
 from app.db import make_sessionmaker, transaction
 from app.migrate import upgrade
 from app.queue import QUEUE, make_celery
 from app.services import access
 from app.settings import Settings
+from dataset_audit.client import API_KEY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

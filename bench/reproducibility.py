@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from incompat import detect, get_preset
-from incompat.attacks import poison
-from incompat.datasets import FASHION_MNIST_DIR, balanced_subset, load_fashion_mnist
-from incompat.metrics import detection_metrics
+from incompat.research.attacks import poison
+from incompat.research.datasets import FASHION_MNIST_DIR, balanced_subset, load_fashion_mnist
+from incompat.research.metrics import detection_metrics
 
 
 @dataclass(frozen=True)

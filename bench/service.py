@@ -50,7 +50,8 @@ from app.db import make_engine, make_sessionmaker, transaction
 from app.migrate import upgrade
 from app.services.audits import Outcome, save_outcome
 from app.settings import Settings
-from app.tables import Audit, AuditStatus
+from app.tables import Audit
+from dataset_audit.schemas import AuditStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (32, 32, 3)

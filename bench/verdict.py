@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from incompat import detect
-from incompat.attacks import poison
-from incompat.datasets import balanced_subset, load_fashion_mnist, load_mnist_5k
+from incompat.research.attacks import poison
+from incompat.research.datasets import balanced_subset, load_fashion_mnist, load_mnist_5k
 
 DATASETS = ("fashion", "mnist")
 RATE = 0.01  # poisons, as a share of the dataset

@@ -15,7 +15,8 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, func, select
 
-from app.tables import Audit, AuditStatus, utcnow
+from app.tables import Audit, utcnow
+from dataset_audit.schemas import AuditStatus
 
 PING_TIMEOUT_S = 5.0
 

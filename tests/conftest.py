@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from app.migrate import upgrade
-from incompat.attacks import PoisonedDataset, poison
-from incompat.datasets import FASHION_MNIST_DIR, balanced_subset, load_fashion_mnist
+from incompat.research.attacks import PoisonedDataset, poison
+from incompat.research.datasets import FASHION_MNIST_DIR, balanced_subset, load_fashion_mnist
 
 
 @pytest.fixture(scope="session")

@@ -669,7 +669,8 @@ def sqlite_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 def add_audit(engine: Any, *, worker: str, status: str, heartbeat_age_s: float) -> None:
     from sqlalchemy.orm import Session
 
-    from app.tables import Audit, AuditStatus, utcnow
+    from app.tables import Audit, utcnow
+    from dataset_audit.schemas import AuditStatus
 
     with Session(engine) as session, session.begin():
         session.add(

@@ -21,7 +21,8 @@ from app.queue import make_celery
 from app.serve import PARENT_PID_ENV
 from app.services import audits as service
 from app.settings import get_settings
-from app.tables import Audit, AuditStatus
+from app.tables import Audit
+from dataset_audit.schemas import AuditStatus
 from worker.identity import died_here, worker_context
 from worker.runner import shutdown_requested
 

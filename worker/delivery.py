@@ -7,9 +7,10 @@ import uuid
 
 from app.context import Context
 from app.db import transaction
-from app.tables import Audit, AuditStatus, WebhookDelivery
+from app.tables import Audit, WebhookDelivery
 from app.views import to_read
 from app.webhooks import payload, post
+from dataset_audit.schemas import AuditStatus
 
 log = logging.getLogger(__name__)
 

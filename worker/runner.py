@@ -22,7 +22,7 @@ from app.dispatch import dispatch
 from app.formats import DatasetError, load_dataset
 from app.queue import send_notify
 from app.services import audits as service
-from app.tables import AuditStatus
+from dataset_audit.schemas import AuditStatus
 from incompat import DetectionResult, detect
 from incompat.checkpoint import learners_in as checkpoint_learners
 from worker.identity import worker_name

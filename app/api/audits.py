@@ -22,10 +22,16 @@ from app.context import Context
 from app.dispatch import dispatch
 from app.formats import DatasetError, DatasetInfo, inspect_dataset
 from app.queue import send_notify
-from app.schemas import (
+from app.services import access
+from app.services import audits as service
+from app.tables import Audit
+from app.uploads import FILE_FIELD, Upload, UploadError, receive_upload
+from app.views import to_read
+from dataset_audit.schemas import (
     MAX_OFFSET,
     PRESET_NAMES,
     AuditRead,
+    AuditStatus,
     ErrorBody,
     FlaggedItem,
     FlaggedPage,
@@ -33,11 +39,6 @@ from app.schemas import (
     Page,
     Scores,
 )
-from app.services import access
-from app.services import audits as service
-from app.tables import Audit, AuditStatus
-from app.uploads import FILE_FIELD, Upload, UploadError, receive_upload
-from app.views import to_read
 
 log = logging.getLogger(__name__)
 

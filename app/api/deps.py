@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from app.context import Context
 from app.services import audits as service
-from app.tables import Audit, AuditStatus
+from app.tables import Audit
+from dataset_audit.schemas import AuditStatus
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from app.api.deps import ContextDep
 from app.context import Context
-from app.schemas import Health
+from dataset_audit.schemas import Health
 
 router = APIRouter(tags=["health"])
 

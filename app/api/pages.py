@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 from app.api.auth import PageTenantDep
 from app.api.deps import ContextDep, in_session, require_succeeded, with_audit
 from app.report import audit_view, render_list, render_report
-from app.schemas import MAX_OFFSET, ErrorBody
 from app.services import audits as service
 from app.tables import Audit
 from app.views import to_read
+from dataset_audit.schemas import MAX_OFFSET, ErrorBody
 
 router = APIRouter(
     tags=["pages"],

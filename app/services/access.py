@@ -19,7 +19,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.settings import Settings
-from app.tables import ApiKey, Audit, AuditStatus, Tenant, utcnow
+from app.tables import ApiKey, Audit, Tenant, utcnow
+from dataset_audit.schemas import AuditStatus
 
 KEY_PREFIX = "dak_"
 KEY_ID_HEX = 12

@@ -13,9 +13,9 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from app.schemas import AuditRead, FlagKind
-from app.tables import Audit, AuditScores, AuditStatus, FlaggedSample, utcnow
+from app.tables import Audit, AuditScores, FlaggedSample, utcnow
 from app.views import to_read
+from dataset_audit.schemas import AuditRead, AuditStatus, FlagKind
 
 
 def get_audit(session: Session, audit_id: uuid.UUID, *, tenant: str) -> Audit | None:

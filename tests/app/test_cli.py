@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from incompat.datasets import balanced_subset
+from incompat.research.datasets import balanced_subset
 
 
 def _cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -88,7 +88,7 @@ def test_bad_files_exit_2_with_a_clear_message(tmp_path) -> None:
         assert "Traceback" not in done.stderr, name
 
 
-@pytest.mark.parametrize("module", ["app.cli", "app.main", "app.client", "app.serve"])
+@pytest.mark.parametrize("module", ["app.cli", "app.main", "dataset_audit.client", "app.serve"])
 def test_the_api_side_does_not_import_torch(module: str) -> None:
     """The API process stays small and starts fast: torch and the engine are the worker's."""
     code = f"import sys, {module}; print(sorted({{'torch', 'incompat'}} & set(sys.modules)))"
@@ -97,7 +97,7 @@ def test_the_api_side_does_not_import_torch(module: str) -> None:
 
 
 def test_the_api_knows_every_engine_preset() -> None:
-    from app.schemas import PRESET_NAMES
+    from dataset_audit.schemas import PRESET_NAMES
     from incompat import PRESETS
 
     assert set(PRESET_NAMES) == set(PRESETS)

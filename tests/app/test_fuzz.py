@@ -44,7 +44,7 @@ from app.main import create_app
 from app.migrate import upgrade
 from app.services import access
 from app.settings import Settings
-from app.tables import AuditStatus
+from dataset_audit.schemas import AuditStatus
 from tests.dataset_files import write_npz
 from worker.runner import run_audit
 

@@ -19,7 +19,8 @@ from app.main import create_app
 from app.reconciler import broker_forgot, reconcile
 from app.services import audits as service
 from app.settings import Settings
-from app.tables import Audit, AuditStatus, utcnow
+from app.tables import Audit, utcnow
+from dataset_audit.schemas import AuditStatus
 from tests.app.test_api import context_of, upload
 
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.client import API_KEY_ENV, AuditClient
 from app.main import create_app
 from app.settings import Settings
+from dataset_audit.client import API_KEY_ENV, AuditClient
 
 WORKER_START_S = 90
 WEBHOOK_SECRET = "test-webhook-secret"

@@ -16,8 +16,8 @@ import pytest
 
 from app.cli import main
 from app.webhooks import EVENT, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from incompat.attacks import PoisonedDataset
-from incompat.datasets import FASHION_MNIST_CLASSES, balanced_subset
+from incompat.research.attacks import PoisonedDataset
+from incompat.research.datasets import FASHION_MNIST_CLASSES, balanced_subset
 from tests.dataset_files import write_npz
 from tests.e2e.conftest import WEBHOOK_SECRET, free_port
 

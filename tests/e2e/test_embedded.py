@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.client import AuditClient
-from incompat.attacks import PoisonedDataset
-from incompat.metrics import detection_metrics
+from dataset_audit.client import AuditClient
+from incompat.research.attacks import PoisonedDataset
+from incompat.research.metrics import detection_metrics
 from tests.dataset_files import write_npz
 from tests.e2e.conftest import free_port
 

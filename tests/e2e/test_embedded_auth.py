@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from app.cli import main
-from app.client import API_KEY_ENV, AuditClient
 from app.settings import get_settings
+from dataset_audit.client import API_KEY_ENV, AuditClient
 from tests.dataset_files import write_npz
 from tests.e2e.conftest import children, start_serve, wait_until_checkpointed
 

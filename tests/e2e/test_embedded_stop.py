@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.client import AuditClient
+from dataset_audit.client import AuditClient
 from tests.dataset_files import write_npz
 from tests.e2e.conftest import alive, children, start_serve, wait_until_checkpointed
 

@@ -24,8 +24,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from incompat.attacks import PoisonedDataset
-from incompat.datasets import FASHION_MNIST_CLASSES
+from incompat.research.attacks import PoisonedDataset
+from incompat.research.datasets import FASHION_MNIST_CLASSES
 from tests.dataset_files import write_npz
 
 pytestmark = pytest.mark.slow

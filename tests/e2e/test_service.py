@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.queue import send_audit
-from incompat.attacks import PoisonedDataset
-from incompat.datasets import FASHION_MNIST_CLASSES
-from incompat.metrics import detection_metrics
+from incompat.research.attacks import PoisonedDataset
+from incompat.research.datasets import FASHION_MNIST_CLASSES
+from incompat.research.metrics import detection_metrics
 from tests.dataset_files import loaded_order, write_imagefolder_zip, write_npz, write_parquet
 
 # The engine's own detection test bounds for this setup (tests/incompat/test_detection_fashion.py).

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from incompat.attacks import (
+from incompat.research.attacks import (
     AnyTrigger,
     BlendTrigger,
     PatchTrigger,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from incompat.baselines import activation_clustering, spectral_signatures
+from incompat.research.baselines import activation_clustering, spectral_signatures
 
 
 def features_with_a_shifted_group() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from incompat import detect
-from incompat.attacks import poison
-from incompat.datasets import balanced_subset
-from incompat.metrics import detection_metrics
+from incompat.research.attacks import poison
+from incompat.research.datasets import balanced_subset
+from incompat.research.metrics import detection_metrics
 
 SAMPLES = 3000
 MIN_RECALL = 0.9

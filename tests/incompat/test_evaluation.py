@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from incompat.attacks import poison
-from incompat.datasets import balanced_subset, load_fashion_mnist
-from incompat.evaluation import RetrainedModel, retrained_attack_success
+from incompat.research.attacks import poison
+from incompat.research.datasets import balanced_subset, load_fashion_mnist
+from incompat.research.evaluation import RetrainedModel, retrained_attack_success
 
 
 @pytest.mark.slow

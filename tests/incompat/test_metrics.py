@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from incompat.metrics import attack_success, detection_metrics
+from incompat.research.metrics import attack_success, detection_metrics
 
 
 def test_detection_metrics_count_against_the_truth() -> None:

@@ -17,7 +17,7 @@ from app.context import Context
 from app.main import create_app
 from app.migrate import upgrade
 from app.settings import Settings
-from incompat.datasets import FASHION_MNIST_CLASSES
+from incompat.research.datasets import FASHION_MNIST_CLASSES
 from tests.dataset_files import write_npz
 from worker.runner import run_audit
 

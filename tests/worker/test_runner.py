@@ -15,7 +15,8 @@ from app.db import transaction
 from app.main import create_app
 from app.migrate import upgrade
 from app.settings import Settings
-from app.tables import Audit, AuditStatus
+from app.tables import Audit
+from dataset_audit.schemas import AuditStatus
 from tests.dataset_files import write_npz
 from worker.runner import ProgressReporter, run_audit, shutdown_requested
 

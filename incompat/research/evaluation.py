@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from incompat.attacks import PoisonedDataset
 from incompat.config import EngineConfig, get_preset
 from incompat.data import DeviceData
 from incompat.engine import resolve_device
-from incompat.metrics import attack_success
+from incompat.research.attacks import PoisonedDataset
+from incompat.research.metrics import attack_success
 from incompat.training import Learner, penultimate_features
 from incompat.validation import validate
 

@@ -20,8 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.schemas import AuditRead, FlaggedItem, FlaggedPage, Page
-from app.tables import AuditStatus
+from dataset_audit.schemas import AuditRead, AuditStatus, FlaggedItem, FlaggedPage, Page
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 REUSABLE = ("queued", "running", "succeeded")
