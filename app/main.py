@@ -9,11 +9,14 @@ from importlib.metadata import version
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 
+from app import monitoring
 from app.api import audits, health, pages
 from app.context import Context
 from app.header_limit import HeaderLimit
+from app.logs import configure_logging
 from app.reconciler import Reconciler
 from app.settings import Settings, get_settings
 
@@ -25,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.context = Context.from_settings(settings)
         app.state.context.bind_loop()
+        app.state.metrics = monitoring.metrics_registry(app.state.context)
         reconciler = Reconciler(app.state.context)
         reconciler.start()
         # Everything imported so far lives as long as the process: keeping it out of the
@@ -36,7 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reconciler.stop()
         app.state.context.close()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from this app (fastapi-offline ships them), not
+    # from a CDN: they work on a network without internet, and tell no third party who reads them.
+    app = FastAPIOffline(
         title="dataset-audit",
         version=version("dataset-audit"),
         summary="Finds backdoor-poisoned samples in image-classification datasets.",
@@ -44,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(audits.router)
     app.include_router(health.router)
+    app.include_router(monitoring.router)
     app.include_router(pages.router)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
@@ -54,4 +61,7 @@ async def _database_unavailable(_request: Request, _exc: Exception) -> JSONRespo
     return JSONResponse({"detail": "the database is unavailable; try again shortly"}, 503)
 
 
+# The process that serves ``app`` (``uvicorn app.main:app``) logs as LOG_FORMAT says; uvicorn has
+# set up its loggers by the time it imports this module.
+configure_logging(get_settings())
 app = create_app()

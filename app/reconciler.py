@@ -19,19 +19,13 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from celery import Celery
 from kombu.entity import Exchange, Queue
-from sqlalchemy import select, update
-from sqlalchemy.sql import ColumnElement
 
+from app import lifecycle
 from app.context import Context
-from app.db import transaction
-from app.dispatch import dispatch
-from app.queue import send_notify
-from app.tables import Audit, utcnow
-from dataset_audit.schemas import AuditStatus
+from app.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +52,14 @@ class Reconciled:
 def reconcile(context: Context) -> Reconciled:
     """One pass; safe to run from any number of processes at once."""
     done = Reconciled()
-    _recover_silent(context, done)
-    _fail_overdue(context, done)
+    done.requeued, done.failed = lifecycle.recover_silent(context)
+    done.failed += lifecycle.fail_overdue(context, grace_s=TIME_LIMIT_GRACE_S)
     done.broker_forgot = broker_forgot(context.celery)
-    waiting = _to_send(context, everything=done.broker_forgot)
-    done.sent = dispatch(context, [*done.requeued, *(a for a in waiting if a not in done.requeued)])
+    waiting = lifecycle.undispatched(
+        context, settled_s=DISPATCH_GRACE_S, everything=done.broker_forgot
+    )
+    to_send = [*done.requeued, *(a for a in waiting if a not in done.requeued)]
+    done.sent = lifecycle.dispatch(context, to_send)
     if done.requeued or done.failed or done.sent:
         log.info(
             "reconciled: %d re-queued, %d failed, %d sent%s",
@@ -70,90 +67,6 @@ def reconcile(context: Context) -> Reconciled:
             " (the broker had lost its tasks)" if done.broker_forgot else "",
         )  # fmt: skip
     return done
-
-
-def _recover_silent(context: Context, done: Reconciled) -> None:
-    settings = context.settings
-    stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
-    with context.sessions() as session:
-        silent = session.execute(
-            select(Audit.id, Audit.attempts, Audit.worker).where(
-                Audit.status == AuditStatus.RUNNING, Audit.heartbeat_at < stale
-            )
-        ).all()
-    for audit_id, attempts, worker in silent:
-        still_silent = (
-            (Audit.id == audit_id)
-            & (Audit.status == AuditStatus.RUNNING)
-            & (Audit.heartbeat_at < stale)
-        )
-        if attempts >= settings.max_attempts:
-            reason = (
-                f"its worker stopped responding on each of {attempts} attempts (last: {worker}); "
-                "the dataset may need more memory than a worker has"
-            )
-            if _fail(context, still_silent, reason):
-                done.failed.append(audit_id)
-            continue
-        with transaction(context.sessions) as session:
-            requeued = session.execute(
-                update(Audit)
-                .where(still_silent)
-                .values(
-                    status=AuditStatus.QUEUED, worker=None, heartbeat_at=None, dispatched_at=None
-                )
-                .execution_options(synchronize_session=False)
-            )
-        if requeued.rowcount == 1:  # type: ignore[attr-defined]
-            log.warning("audit %s: worker %s went silent; queued again", audit_id, worker)
-            done.requeued.append(audit_id)
-
-
-def _fail_overdue(context: Context, done: Reconciled) -> None:
-    limit = context.settings.audit_time_limit_s
-    overdue_since = utcnow() - timedelta(seconds=limit + TIME_LIMIT_GRACE_S)
-    with context.sessions() as session:
-        overdue = session.scalars(
-            select(Audit.id).where(
-                Audit.status == AuditStatus.RUNNING, Audit.claimed_at < overdue_since
-            )
-        ).all()
-    for audit_id in overdue:
-        condition = (
-            (Audit.id == audit_id)
-            & (Audit.status == AuditStatus.RUNNING)
-            & (Audit.claimed_at < overdue_since)
-        )
-        reason = f"stopped after the time limit of {limit:.0f} s (AUDIT_TIME_LIMIT_S)"
-        if _fail(context, condition, reason):
-            done.failed.append(audit_id)
-
-
-def _fail(context: Context, condition: ColumnElement[bool], reason: str) -> bool:
-    with transaction(context.sessions) as session:
-        failed = session.execute(
-            update(Audit)
-            .where(condition)
-            .values(status=AuditStatus.FAILED, finished_at=utcnow(), error=reason, worker=None)
-            .returning(Audit.id, Audit.callback_url)
-        ).all()
-    for audit_id, callback_url in failed:
-        log.warning("audit %s: failed: %s", audit_id, reason)
-        if callback_url is not None:
-            try:
-                send_notify(context.celery, audit_id)
-            except Exception as exc:
-                log.warning("audit %s: could not queue its webhook: %s", audit_id, exc)
-    return bool(failed)
-
-
-def _to_send(context: Context, *, everything: bool) -> list[uuid.UUID]:
-    query = select(Audit.id).where(Audit.status == AuditStatus.QUEUED)
-    if not everything:
-        settled = utcnow() - timedelta(seconds=DISPATCH_GRACE_S)
-        query = query.where(Audit.dispatched_at.is_(None), Audit.created_at < settled)
-    with context.sessions() as session:
-        return list(session.scalars(query.order_by(Audit.created_at)))
 
 
 def broker_forgot(celery: Celery) -> bool:

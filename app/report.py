@@ -1,5 +1,8 @@
 """The report a person reads: what it shows, built from an audit (the service) or from a result
-in hand (``dataset-audit scan --report``), rendered by the Jinja2 templates beside this module."""
+in hand (``dataset-audit scan --report``), rendered by the Jinja2 templates beside this module.
+
+Over 300 lines: the service's view and the local scan's share every part, and one module keeps
+the two reports alike."""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from app.report_samples import pick_examples, score_histogram
 from app.thumbnails import thumbnail_png
 from app.views import verdict_view
 from app.wording import group_line
-from dataset_audit.schemas import FLAG_THRESHOLD, AuditRead, Verdict
+from dataset_audit.schemas import AuditRead, Verdict
+from incompat.config import FLAG_THRESHOLD
 
 if TYPE_CHECKING:
     from incompat import DetectionResult

@@ -33,7 +33,9 @@ def serve(
     auth: bool = False,
 ) -> int:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
+    from app.logs import configure_logging
     from app.main import create_app
 
     if data_dir is not None:
@@ -61,7 +63,11 @@ def serve(
     # default action that would end the process before `finally` and orphan the worker.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        configure_logging(settings, log_level.upper())
+        # In JSON, configure_logging has set up uvicorn's loggers too; its own set-up would undo it.
+        log_config = None if settings.log_format == "json" else LOGGING_CONFIG
+        app = create_app(settings)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
     finally:
         worker.stop()
     return 0

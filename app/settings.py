@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.formats import Limits
+from incompat.config import DEFAULT_PRESET, PresetName
 
 
 def _default_data_dir() -> Path:
@@ -29,45 +31,65 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     storage_url: str | None = None
 
-    max_upload_bytes: int = 8 * 2**30
+    max_upload_bytes: int = Field(default=8 * 2**30, gt=0)
     # Requests with more header bytes than this are refused with 431.
-    max_header_bytes: int = 32 * 2**10
-    max_samples: int = 5_000_000
-    max_image_side: int = 4096
-    default_preset: str = "fast"
+    max_header_bytes: int = Field(default=32 * 2**10, ge=1024)
+    max_samples: int = Field(default=5_000_000, gt=0)
+    max_image_side: int = Field(default=4096, gt=0)
+    default_preset: PresetName = DEFAULT_PRESET
     # Database work the API runs at once; more requests wait their turn in the event loop.
-    api_db_threads: int = 8
+    api_db_threads: int = Field(default=8, ge=1)
     # The worker writes progress to the database at most this often (seconds).
-    progress_interval_s: float = 2.0
+    progress_interval_s: float = Field(default=2.0, ge=0)
     # Access: with ``auth`` on, every request but the health probes needs an API key
     # (``dataset-audit keys create``); off, everything belongs to the tenant "default". A verified
     # key is remembered this long, so a revoked key stops working within it.
     auth: bool = False
-    auth_cache_s: float = 5.0
+    auth_cache_s: float = Field(default=5.0, ge=0)
     # Per-tenant quotas, unless the tenant has its own (``dataset-audit tenants set``).
-    tenant_max_active_audits: int = 20
-    tenant_max_stored_bytes: int = 100 * 2**30
+    tenant_max_active_audits: int = Field(default=20, ge=0)
+    tenant_max_stored_bytes: int = Field(default=100 * 2**30, ge=0)
     # A running audit's worker writes a heartbeat this often; one silent for
     # ``heartbeat_timeout_s`` is taken as lost and queued again, up to ``max_attempts`` starts.
-    heartbeat_interval_s: float = 15.0
-    heartbeat_timeout_s: float = 120.0
-    max_attempts: int = 3
+    heartbeat_interval_s: float = Field(default=15.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
     # One attempt at an audit ends, failed, after this long.
-    audit_time_limit_s: float = 24 * 3600.0
+    audit_time_limit_s: float = Field(default=24 * 3600.0, gt=0)
     # How often the API's reconciler looks for lost audits and a broker that lost its tasks
     # (0: never).
-    reconcile_interval_s: float = 30.0
+    reconcile_interval_s: float = Field(default=30.0, ge=0)
     # The device the worker's engine runs on: "auto" picks CUDA when present.
-    worker_device: str = "auto"
+    worker_device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     # Webhooks: deliveries are signed with this secret (HMAC-SHA256) and retried with doubling
     # delays from ``webhook_retry_base_s`` until one succeeds or ``webhook_max_attempts`` failed.
     webhook_secret: str | None = None
-    webhook_max_attempts: int = 6
-    webhook_retry_base_s: float = 10.0
-    webhook_timeout_s: float = 10.0
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_retry_base_s: float = Field(default=10.0, ge=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
     # Redis redelivers an unacknowledged task after this long; it must outlast the longest audit
     # (``audit_time_limit_s``). Lost tasks are re-sent sooner by the reconciler.
-    broker_visibility_timeout_s: int = 48 * 3600
+    broker_visibility_timeout_s: int = Field(default=48 * 3600, gt=0)
+    # "json": the API and the workers log one JSON object per line (for a log shipper) instead
+    # of uvicorn's and Celery's text.
+    log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        """The rules between settings, refused at start rather than found out in production."""
+        if self.heartbeat_timeout_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"HEARTBEAT_TIMEOUT_S ({self.heartbeat_timeout_s:g}) must be at least twice "
+                f"HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s:g}): one late beat would "
+                "otherwise re-queue a running audit"
+            )
+        if self.broker_visibility_timeout_s <= self.audit_time_limit_s:
+            raise ValueError(
+                f"BROKER_VISIBILITY_TIMEOUT_S ({self.broker_visibility_timeout_s}) must outlast "
+                f"AUDIT_TIME_LIMIT_S ({self.audit_time_limit_s:g}): Redis would otherwise hand "
+                "a running audit to a second worker"
+            )
+        return self
 
     @property
     def dataset_limits(self) -> Limits:

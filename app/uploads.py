@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from prometheus_client import Counter
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
@@ -29,6 +30,17 @@ MAX_PART_HEADER_BYTES = 16384
 FRAMING_BYTES = MAX_FIELDS * MAX_FIELD_BYTES + 65536
 # Control characters have no place in a file name; NUL also cannot be stored in PostgreSQL.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Counted once received whole, before the dataset's checks (a refused dataset counts too).
+# Process-wide, as the process's traffic is; app.monitoring serves them at /metrics.
+UPLOADS = Counter(
+    "dataset_audit_uploads", "Uploads received whole by this API process.", registry=None
+)
+UPLOAD_BYTES = Counter(
+    "dataset_audit_upload_bytes",
+    "Bytes of dataset files received whole by this API process.",
+    unit="bytes",
+    registry=None,
+)
 
 
 class UploadError(Exception):
@@ -206,6 +218,8 @@ async def receive_upload(
         raise UploadError(400, message)
     if receiver.file_path is None:
         raise UploadError(422, "no file: send the dataset in the multipart field 'file'")
+    UPLOADS.inc()
+    UPLOAD_BYTES.inc(receiver.size)
     return Upload(
         path=receiver.file_path,
         filename=receiver.filename,

@@ -50,6 +50,7 @@ def to_read(audit: Audit) -> AuditRead:
         started_at=audit.started_at,
         finished_at=audit.finished_at,
         error=audit.error,
+        error_code=audit.error_code,  # type: ignore[arg-type]
         engine_version=audit.engine_version,
         attempts=audit.attempts,
         summary=_summary(audit),

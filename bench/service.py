@@ -7,7 +7,7 @@ so the uploaded audit stays queued), then:
 1. uploads a generated uncompressed ``.npz`` of ``--upload-gb`` GB with a streaming client and
    reports throughput and the API process's resident memory (``VmHWM``, and ``VmRSS`` sampled every
    50 ms); target: peak RSS < 200 MB during a 1 GB upload;
-2. stores a finished audit of ``--samples`` samples (~3 % flagged) with ``save_outcome`` and
+2. stores a finished audit of ``--samples`` samples (~3 % flagged) with ``store_outcome`` and
    reports how long that took;
 3. drives an open-loop load of ``--rate`` req/s for ``--duration`` s (after a 3 s warm-up) mixing
    ``GET /audits/{id}`` and ``GET /audits/{id}/flagged`` pages (sort=score and sort=index at random
@@ -48,7 +48,7 @@ from sqlalchemy import Engine, text
 
 from app.db import make_engine, make_sessionmaker, transaction
 from app.migrate import upgrade
-from app.services.audits import Outcome, save_outcome
+from app.outcome import Outcome, store_outcome
 from app.settings import Settings
 from app.tables import Audit
 from dataset_audit.schemas import AuditStatus
@@ -275,7 +275,7 @@ def store_finished_audit(database_url: str, n: int, storage_key: str, seed: int)
     audit = Audit(
         id=uuid.uuid4(),
         name="bench",
-        status=AuditStatus.RUNNING,
+        status=AuditStatus.SUCCEEDED,  # staged as a worker leaves it
         preset="tiny",
         seed=seed,
         dataset_format="npz",
@@ -292,8 +292,11 @@ def store_finished_audit(database_url: str, n: int, storage_key: str, seed: int)
     try:
         started = time.perf_counter()
         with transaction(make_sessionmaker(engine)) as session:
+            audit.n_flagged = int(outcome.is_flagged.sum())
+            audit.summary = outcome.summary
             session.add(audit)
-            save_outcome(session, audit, outcome)
+            session.flush()
+            store_outcome(session, audit.id, outcome)
         seconds = time.perf_counter() - started
         settle(engine)
     finally:
@@ -536,7 +539,7 @@ def print_summary(up: UploadResult, saved: SaveResult, load: dict[str, Any]) -> 
         (f"upload {up.bytes / 1e9:.2f} GB", f"{up.mb_per_s:.0f} MB/s", "", ""),
         ("upload: API peak RSS", f"{up.vm_hwm_mb:.0f} MB", f"< {TARGET_UPLOAD_RSS_MB:.0f} MB",
          verdict(up.vm_hwm_mb < TARGET_UPLOAD_RSS_MB)),
-        (f"save_outcome, {saved.n_samples:,} samples", f"{saved.seconds:.2f} s",
+        (f"store_outcome, {saved.n_samples:,} samples", f"{saved.seconds:.2f} s",
          f"{saved.n_flagged:,} flagged", ""),
         (f"flagged p99 @ {load['rate']:.0f} req/s", f"{flagged['p99_ms']:.1f} ms",
          f"< {TARGET_FLAGGED_P99_MS:.0f} ms", verdict(p99_ok)),
@@ -589,7 +592,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             args.seed,
         )
         print(
-            f"save_outcome: {saved.n_samples:,} samples, {saved.n_flagged:,} flagged, "
+            f"store_outcome: {saved.n_samples:,} samples, {saved.n_flagged:,} flagged, "
             f"{saved.seconds:.2f} s (one transaction, with commit)",
             flush=True,
         )

@@ -9,6 +9,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from incompat.config import FLAG_THRESHOLD
+
 
 class AuditStatus(StrEnum):
     QUEUED = "queued"
@@ -22,14 +24,22 @@ class AuditStatus(StrEnum):
         return self in (AuditStatus.SUCCEEDED, AuditStatus.FAILED, AuditStatus.CANCELLED)
 
 
-PRESET_NAMES = ("tiny", "fast", "paper")
-Preset = Literal["tiny", "fast", "paper"]
-FLAG_THRESHOLD = 0.5
 # The largest page offset: past it, a 64-bit SQL integer (SQLite's, PostgreSQL's bigint)
 # overflows.
 MAX_OFFSET = 2**63 - 1
 
 T = TypeVar("T")
+
+# Why a failed audit failed, for programs; ``error`` says it in words.
+ErrorCode = Literal[
+    "dataset_unreadable",  # the stored file cannot be read (or is gone)
+    "dataset_invalid",  # read, but the engine cannot audit it: too few samples or classes
+    "configuration_invalid",  # the service's configuration is wrong: an operator must fix it
+    "device_unavailable",  # the worker's device is missing: an operator must fix the worker
+    "time_limit",  # ran past AUDIT_TIME_LIMIT_S
+    "worker_lost",  # its worker stopped responding on every attempt
+    "internal",  # a bug: the worker's log has the traceback
+]
 
 
 class Page(BaseModel, Generic[T]):
@@ -184,6 +194,9 @@ class AuditRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    error_code: ErrorCode | None = Field(
+        default=None, description="Why a failed audit failed, for programs; null otherwise."
+    )
     engine_version: str | None
     attempts: int
     summary: AuditSummary | None

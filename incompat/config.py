@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from incompat.errors import InvalidConfigError
 
 Arch = Literal["small_cnn", "resnet20", "resnet32", "preact_resnet18"]
+ARCHS: tuple[Arch, ...] = get_args(Arch)
+PresetName = Literal["tiny", "fast", "paper"]
+PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
 Normalization = Literal["imagenet", "dataset"]
 Precision = Literal["auto", "fp32", "bf16"]
 WarmupSet = Literal["first_half", "half", "half_of_all"]
@@ -135,7 +140,7 @@ class EngineConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"invalid EngineConfig: {message}")
+                raise InvalidConfigError(f"invalid EngineConfig: {message}")
 
     def replace(self, **changes: Any) -> EngineConfig:
         """A copy with some fields changed (validated again)."""
@@ -149,7 +154,7 @@ class EngineConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"unknown EngineConfig fields: {sorted(unknown)}")
+            raise InvalidConfigError(f"unknown EngineConfig fields: {sorted(unknown)}")
         return cls(**values)
 
 
@@ -200,12 +205,16 @@ TINY = FAST.replace(
     min_active_frac=0.05,
 )
 
-PRESETS: dict[str, EngineConfig] = {"paper": PAPER, "fast": FAST, "tiny": TINY}
-DEFAULT_PRESET = "fast"
+PRESETS: dict[str, EngineConfig] = {"tiny": TINY, "fast": FAST, "paper": PAPER}
+DEFAULT_PRESET: PresetName = "fast"
+# A sample is flagged iff its score is at least this.
+FLAG_THRESHOLD = 0.5
 
 
 def get_preset(name: str) -> EngineConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise InvalidConfigError(
+            f"unknown preset {name!r}; choose one of {sorted(PRESETS)}"
+        ) from None

@@ -13,8 +13,9 @@ import torch
 from incompat import checkpoint
 from incompat.checkpoint import ClusteringState
 from incompat.clustering import find_cluster, train_weak_learner
-from incompat.config import DEFAULT_PRESET, EngineConfig, get_preset
+from incompat.config import DEFAULT_PRESET, FLAG_THRESHOLD, EngineConfig, get_preset
 from incompat.data import DeviceData
+from incompat.errors import DeviceUnavailableError, InvalidConfigError
 from incompat.groups import TriggerGroup, find_groups, probe_features
 from incompat.result import DetectionResult, GroupSummary, summarize_classes
 from incompat.training import Learner
@@ -123,7 +124,7 @@ def detect(
             _stage_seed(seed, 3),
             on_round=lambda done, total: report("refinement", done, total),
         )
-        is_flagged = confidence <= 0.5
+        is_flagged = confidence <= 1.0 - FLAG_THRESHOLD
         score = _untied(1.0 - confidence, label_prob, is_flagged)
     else:
         is_flagged = ~outcome.keep
@@ -149,10 +150,14 @@ def detect(
             generator=torch.Generator(device=torch_device).manual_seed(_stage_seed(seed, 5)),
         )
         for group in groups:
-            # Flagged from 0.5, like every other flag; stronger groups rank higher.
+            # Flagged from the threshold, like every other flag; stronger groups rank higher.
             is_flagged = is_flagged | group.members
             in_group = in_group | group.members
-            floor = torch.where(group.members, floor.clamp_min(0.5 + 0.5 * group.contrast), floor)
+            floor = torch.where(
+                group.members,
+                floor.clamp_min(FLAG_THRESHOLD + (1.0 - FLAG_THRESHOLD) * group.contrast),
+                floor,
+            )
         report("groups", 1, 1)
     timings["groups"] = time.perf_counter() - tic
 
@@ -171,7 +176,7 @@ def detect(
         suspected |= suspect.members
     # A suspected poison is flagged, and ranks above every label issue (most_suspicious).
     is_flagged = is_flagged | suspected
-    floor = torch.where(suspected, floor.clamp_min(0.5), floor)
+    floor = torch.where(suspected, floor.clamp_min(FLAG_THRESHOLD), floor)
     score = _raised(score, floor)
     timings["verdict"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - started + seconds_before_resume
@@ -276,14 +281,18 @@ def _untied(
     """The score made continuous: the refinement's confidence comes in a few levels, so how
     improbable the final network finds the label breaks its ties. By rank, spread evenly under
     ``_TIE_BREAK``: probabilities differ by less than float32 can add to a score near 0.8. Every
-    flagged sample stays at 0.5 or more and every other one under it."""
+    flagged sample stays at ``FLAG_THRESHOLD`` or more and every other one under it."""
     n = label_prob.numel()
     rank = torch.empty(n, device=score.device)
     rank[torch.argsort(label_prob.float(), descending=True, stable=True)] = torch.arange(
         n, device=score.device, dtype=rank.dtype
     )
     untied = score + _TIE_BREAK * rank / n
-    return torch.where(is_flagged, untied.clamp(0.5, 1.0), untied.clamp(0.0, 0.5 - _TIE_BREAK))
+    return torch.where(
+        is_flagged,
+        untied.clamp(FLAG_THRESHOLD, 1.0),
+        untied.clamp(0.0, FLAG_THRESHOLD - _TIE_BREAK),
+    )
 
 
 def _raised(score: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
@@ -302,7 +311,17 @@ def _stage_seed(seed: int, *path: int) -> int:
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but CUDA is not available")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:  # torch's words for a malformed name, e.g. "gpu"
+        raise InvalidConfigError(f"not a device: {device!r} ({exc})") from None
+    if (resolved.type == "cuda" and not torch.cuda.is_available()) or (
+        resolved.type == "mps" and not torch.backends.mps.is_available()
+    ):
+        raise DeviceUnavailableError(f"device {str(device)!r} was asked for but is not available")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise DeviceUnavailableError(
+            f"device {str(device)!r} was asked for but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
     return resolved

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from incompat.config import Arch
+from incompat.errors import InvalidConfigError
 
 
 class SmallCNN(nn.Module):
@@ -65,7 +66,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, in_channels: int, num_classes: int) -> None:
         super().__init__()
         if (depth - 2) % 6:
-            raise ValueError("CIFAR ResNet depth must be 6n+2")
+            raise InvalidConfigError("CIFAR ResNet depth must be 6n+2")
         n = (depth - 2) // 6
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
@@ -136,7 +137,7 @@ def build_model(arch: Arch, in_channels: int, num_classes: int) -> nn.Module:
     try:
         builder = _BUILDERS[arch]
     except KeyError:
-        raise ValueError(
+        raise InvalidConfigError(
             f"unknown architecture {arch!r}; choose one of {sorted(_BUILDERS)}"
         ) from None
     return builder(in_channels, num_classes)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from incompat.config import EngineConfig
+from incompat.errors import InvalidDatasetError
 
 MIN_IMAGE_SIDE = 8
 # The smallest cluster should still hold enough samples to train on.
@@ -32,20 +33,21 @@ def min_samples(config: EngineConfig) -> int:
 
 
 def validate(images: object, labels: object, config: EngineConfig) -> Dataset:
-    """Check the arrays' types, shapes and sizes; raise ``ValueError`` saying what is wrong."""
+    """Check the arrays' types, shapes and sizes; raise ``InvalidDatasetError`` saying what is
+    wrong."""
     if not isinstance(images, np.ndarray):
-        raise ValueError(f"images must be a numpy array, got {type(images).__name__}")
+        raise InvalidDatasetError(f"images must be a numpy array, got {type(images).__name__}")
     if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (0-255), got dtype {images.dtype}")
+        raise InvalidDatasetError(f"images must be uint8 (0-255), got dtype {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(
+        raise InvalidDatasetError(
             f"images must be N x H x W or N x H x W x C with C = 1 or 3, got shape {images.shape}"
         )
     n, height, width, _ = images.shape
     if min(height, width) < MIN_IMAGE_SIDE:
-        raise ValueError(
+        raise InvalidDatasetError(
             f"images must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels, "
             f"got {height}x{width}"
         )
@@ -59,18 +61,18 @@ def validate(images: object, labels: object, config: EngineConfig) -> Dataset:
         ):
             labels_array = labels_array.astype(np.int64)
         else:
-            raise ValueError(f"labels must be integers, got dtype {labels_array.dtype}")
+            raise InvalidDatasetError(f"labels must be integers, got dtype {labels_array.dtype}")
     if labels_array.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {labels_array.shape}")
+        raise InvalidDatasetError(f"labels must be one-dimensional, got shape {labels_array.shape}")
     if labels_array.shape[0] != n:
-        raise ValueError(f"got {n} images but {labels_array.shape[0]} labels")
+        raise InvalidDatasetError(f"got {n} images but {labels_array.shape[0]} labels")
 
     classes, encoded = np.unique(labels_array, return_inverse=True)
     if classes.size < 2:
-        raise ValueError(f"need at least 2 classes, got {classes.size}")
+        raise InvalidDatasetError(f"need at least 2 classes, got {classes.size}")
     needed = min_samples(config)
     if n < needed:
-        raise ValueError(
+        raise InvalidDatasetError(
             f"need at least {needed} samples for this configuration "
             f"(cluster_frac={config.cluster_frac}), got {n}"
         )

@@ -12,23 +12,26 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutting_down
-from sqlalchemy import select
+from celery.signals import after_setup_task_logger, worker_ready, worker_shutting_down
 
-from app.db import transaction
-from app.dispatch import dispatch
+from app import lifecycle
+from app.logs import configure_logging
 from app.queue import make_celery
 from app.serve import PARENT_PID_ENV
-from app.services import audits as service
 from app.settings import get_settings
-from app.tables import Audit
-from dataset_audit.schemas import AuditStatus
+from worker.attempt import shutdown_requested
 from worker.identity import died_here, worker_context
-from worker.runner import shutdown_requested
 
 ORPHAN_CHECK_S = 1.0
 log = logging.getLogger(__name__)
 celery_app = make_celery(get_settings(), include=("worker.tasks",))
+
+
+@after_setup_task_logger.connect
+def log_as_configured(loglevel: int, **_: Any) -> None:
+    """With LOG_FORMAT=json, one JSON handler replaces the text ones Celery has just set up (the
+    task logger's last)."""
+    configure_logging(get_settings(), loglevel)
 
 
 @worker_ready.connect
@@ -36,18 +39,7 @@ def recover_local_audits(**_: Any) -> None:
     """Queue again, at once, the audits that a worker on this host held when its process died
     (killed, out of memory): the reconciler would otherwise wait for their heartbeats to time
     out. Another host's audits are left to the reconciler."""
-    context = worker_context()
-    with context.sessions() as session:
-        running = session.execute(
-            select(Audit.id, Audit.worker).where(Audit.status == AuditStatus.RUNNING)
-        ).all()
-    orphans = [(audit_id, name) for audit_id, name in running if name and died_here(name)]
-    for audit_id, name in orphans:
-        with transaction(context.sessions) as session:
-            service.release(session, audit_id, worker=name)
-        log.warning("audit %s: its worker %s died; queued again", audit_id, name)
-    if orphans:
-        dispatch(context, [audit_id for audit_id, _ in orphans])
+    lifecycle.give_back_orphans(worker_context(), died_here)
 
 
 @worker_ready.connect

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import anyio
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from app.context import Context
-from app.services import audits as service
+from app.services import queries
 from app.tables import Audit
 from dataset_audit.schemas import AuditStatus
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def get_context(request: Request) -> Context:
@@ -47,6 +48,12 @@ async def in_session(context: Context, work: Callable[[Session], T], *, write: b
     return await anyio.to_thread.run_sync(run, limiter=context.db_threads)
 
 
+async def in_thread(context: Context, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``work(*args)`` in a worker thread, counted against ``API_DB_THREADS`` like ``in_session``:
+    for service calls that own their transactions."""
+    return await anyio.to_thread.run_sync(lambda: work(*args, **kwargs), limiter=context.db_threads)
+
+
 async def with_audit(
     context: Context,
     tenant: str,
@@ -59,7 +66,7 @@ async def with_audit(
     tenant's audit is not told apart from a missing one)."""
 
     def run(session: Session) -> T:
-        audit = service.get_audit(session, audit_id, tenant=tenant)
+        audit = queries.get_audit(session, audit_id, tenant=tenant)
         if audit is None:
             raise HTTPException(404, f"no audit {audit_id}")
         return work(session, audit)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.api.auth import PageTenantDep
 from app.api.deps import ContextDep, in_session, require_succeeded, with_audit
 from app.report import audit_view, render_list, render_report
-from app.services import audits as service
+from app.services import queries
 from app.tables import Audit
 from app.views import to_read
 from dataset_audit.schemas import MAX_OFFSET, ErrorBody
@@ -48,7 +48,7 @@ async def audit_list(
     context: ContextDep, tenant: PageTenantDep, offset: PageOffset = 0
 ) -> HTMLResponse:
     def page(session: Session) -> str:
-        audits, total = service.list_audits(session, tenant=tenant, limit=LIST_PAGE, offset=offset)
+        audits, total = queries.list_audits(session, tenant=tenant, limit=LIST_PAGE, offset=offset)
         return render_list([to_read(a) for a in audits], total, offset, LIST_PAGE)
 
     return HTMLResponse(await in_session(context, page))
@@ -64,7 +64,7 @@ async def audit_report(
     audit_id: uuid.UUID, context: ContextDep, tenant: PageTenantDep
 ) -> HTMLResponse:
     def page(session: Session, audit: Audit) -> str:
-        votes = service.flagged_votes(session, audit)
+        votes = queries.flagged_votes(session, audit)
         return render_report(audit_view(to_read(audit), audit.summary or {}, votes))
 
     return HTMLResponse(await with_audit(context, tenant, audit_id, page))
@@ -106,7 +106,7 @@ async def flagged_csv(audit_id: uuid.UUID, context: ContextDep, tenant: PageTena
             ["index", "kind", "score", "rank", "label", "voted_label", "label_prob", "path"]
         )
         offset = 0
-        while rows := service.flagged_page(session, audit, sort="score", limit=5000, offset=offset):
+        while rows := queries.flagged_page(session, audit, sort="score", limit=5000, offset=offset):
             for r in rows:
                 writer.writerow(
                     [

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import transaction
+from app import lifecycle
 from app.main import create_app
-from app.services import audits as service
+from app.outcome import Outcome
 from app.settings import Settings
-from app.tables import Audit
 from tests.dataset_files import write_npz
 
 
@@ -105,15 +104,13 @@ def test_delete_cancels_a_queued_audit_then_deletes_it(client: TestClient, npz_p
 def test_delete_asks_a_running_audit_to_stop(client: TestClient, npz_path: Path) -> None:
     audit_id = uuid.UUID(upload(client, npz_path).json()["id"])
     context = context_of(client)
-    with transaction(context.sessions) as session:
-        assert service.claim(session, audit_id, worker="w", heartbeat_timeout_s=60) is not None
+    assert lifecycle.claim(context, audit_id, worker="w") is not None
     response = client.delete(f"/audits/{audit_id}")
     assert response.status_code == 202
     assert (response.json()["status"], response.json()["cancel_requested"]) == ("running", True)
-    with transaction(context.sessions) as session:
-        progress = service.record_progress(
-            session, audit_id, worker="w", stage="clustering", done=1, total=9
-        )
+    progress = lifecycle.record_progress(
+        context, audit_id, worker="w", stage="clustering", done=1, total=9
+    )
     assert progress == "cancel"
 
 
@@ -293,6 +290,9 @@ def spool_is_empty(settings: Settings) -> bool:
     return not spool.exists() or not list(spool.iterdir())
 
 
+TEST_WORKER = "test:0:finisher"
+
+
 def finish_with_scores(
     context: Any, audit_id: uuid.UUID, scores: np.ndarray, suspected: np.ndarray | None = None
 ) -> None:
@@ -300,7 +300,7 @@ def finish_with_scores(
     rank first)."""
     labels = np.arange(scores.size) % 10
     suspected = np.zeros(scores.size, bool) if suspected is None else suspected
-    outcome = service.Outcome(
+    outcome = Outcome(
         scores=scores,
         is_flagged=scores >= 0.5,
         labels=labels,
@@ -313,10 +313,8 @@ def finish_with_scores(
         engine_version="test",
         device="cpu",
     )
-    with transaction(context.sessions) as session:
-        audit = session.get(Audit, audit_id)
-        assert audit is not None
-        service.save_outcome(session, audit, outcome)
+    lifecycle.claim(context, audit_id, worker=TEST_WORKER)
+    assert lifecycle.succeed(context, audit_id, worker=TEST_WORKER, outcome=outcome)
 
 
 def multipart_body(payload: bytes) -> tuple[bytes, str]:

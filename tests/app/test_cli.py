@@ -90,15 +90,22 @@ def test_bad_files_exit_2_with_a_clear_message(tmp_path) -> None:
 
 @pytest.mark.parametrize("module", ["app.cli", "app.main", "dataset_audit.client", "app.serve"])
 def test_the_api_side_does_not_import_torch(module: str) -> None:
-    """The API process stays small and starts fast: torch and the engine are the worker's."""
-    code = f"import sys, {module}; print(sorted({{'torch', 'incompat'}} & set(sys.modules)))"
+    """The API process stays small and starts fast: torch and the engine are the worker's. Of
+    the engine it reads only the torch-free configuration (presets, the flag threshold)."""
+    code = (
+        f"import sys, {module}; "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('incompat')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.strip() in (
+        "[]",
+        "['incompat', 'incompat.config', 'incompat.errors', 'incompat.version']",
+    )
 
 
 def test_the_api_knows_every_engine_preset() -> None:
-    from dataset_audit.schemas import PRESET_NAMES
     from incompat import PRESETS
+    from incompat.config import PRESET_NAMES
 
     assert set(PRESET_NAMES) == set(PRESETS)
 

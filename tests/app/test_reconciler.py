@@ -13,11 +13,11 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text, update
 
+from app import lifecycle
 from app.context import Context
 from app.db import transaction
 from app.main import create_app
 from app.reconciler import broker_forgot, reconcile
-from app.services import audits as service
 from app.settings import Settings
 from app.tables import Audit, utcnow
 from dataset_audit.schemas import AuditStatus
@@ -52,8 +52,7 @@ def load(context: Context, audit_id: uuid.UUID) -> Audit:
 
 
 def claim(context: Context, audit_id: uuid.UUID, worker: str) -> None:
-    with transaction(context.sessions) as session:
-        assert service.claim(session, audit_id, worker=worker, heartbeat_timeout_s=60)
+    assert lifecycle.claim(context, audit_id, worker=worker)
 
 
 def forget_everything(settings: Settings) -> None:
@@ -84,13 +83,13 @@ def test_a_silent_worker_loses_its_audit_to_the_queue(api: TestClient, npz_path:
     audit = load(context, audit_id)
     assert (audit.status, audit.worker, audit.dispatched_at is not None) == ("queued", None, True)
     # The old worker, should it wake up, finds out at its next write and stops.
-    with transaction(context.sessions) as session:
-        progress = service.record_progress(
-            session, audit_id, worker="host:1:dead", stage="clustering", done=2, total=4
-        )
-        assert progress == "lost"
-        assert service.hold(session, audit_id, worker="host:1:dead") is None
-        assert not service.heartbeat(session, audit_id, worker="host:1:dead")
+    progress = lifecycle.record_progress(
+        context, audit_id, worker="host:1:dead", stage="clustering", done=2, total=4
+    )
+    assert progress == "lost"
+    ending = lifecycle.Ending(AuditStatus.FAILED, "too late")
+    assert not lifecycle.end(context, audit_id, worker="host:1:dead", ending=ending)
+    assert not lifecycle.heartbeat(context, audit_id, worker="host:1:dead")
 
 
 def test_an_audit_whose_workers_keep_dying_fails_with_the_reason(

@@ -7,6 +7,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -18,7 +19,8 @@ from app.settings import Settings
 from app.tables import Audit
 from dataset_audit.schemas import AuditStatus
 from tests.dataset_files import write_npz
-from worker.runner import ProgressReporter, run_audit, shutdown_requested
+from worker.attempt import Attempt, shutdown_requested
+from worker.runner import run_audit
 
 
 @pytest.fixture
@@ -106,6 +108,37 @@ def test_a_dataset_the_engine_refuses_fails_with_its_reason(
     error = stored(context, audit_id).error
     assert error is not None
     assert error.startswith("the dataset cannot be audited:")
+    assert stored(context, audit_id).error_code == "dataset_invalid"
+
+
+def test_a_worker_without_its_device_fails_the_audit_as_the_operators_to_fix(
+    settings: Settings, fashion_npz: Path
+) -> None:
+    """Not "the dataset cannot be audited": the dataset is fine, the worker is not."""
+    audit_id = submit(settings, fashion_npz)
+    missing = "cuda:7" if torch.cuda.device_count() < 8 else "mps"
+    context = Context.from_settings(settings.model_copy(update={"worker_device": missing}))
+
+    assert run_audit(context, audit_id) == AuditStatus.FAILED
+    audit = stored(context, audit_id)
+    assert audit.error_code == "device_unavailable"
+    assert audit.error is not None
+    assert audit.error.startswith("the worker's device is unavailable (")
+    assert "an operator must fix the worker" in audit.error
+
+
+def test_a_configuration_the_engine_refuses_fails_as_misconfigured(
+    settings: Settings, context: Context, fashion_npz: Path
+) -> None:
+    audit_id = submit(settings, fashion_npz)
+    with transaction(context.sessions) as session:  # a preset this engine no longer has
+        session.execute(update(Audit).where(Audit.id == audit_id).values(preset="retired"))
+
+    assert run_audit(context, audit_id) == AuditStatus.FAILED
+    audit = stored(context, audit_id)
+    assert audit.error_code == "configuration_invalid"
+    assert audit.error is not None
+    assert audit.error.startswith("the service is misconfigured (unknown preset 'retired'")
 
 
 def test_a_dataset_broken_in_storage_fails_with_a_readable_message(
@@ -119,6 +152,7 @@ def test_a_dataset_broken_in_storage_fails_with_a_readable_message(
     error = stored(context, audit_id).error
     assert error is not None
     assert error.startswith("the dataset cannot be read:")
+    assert stored(context, audit_id).error_code == "dataset_unreadable"
 
 
 def test_an_audit_runs_from_remote_storage(tmp_path: Path, fashion_npz: Path) -> None:
@@ -164,7 +198,7 @@ def test_a_stopping_worker_gives_the_audit_back_and_a_later_run_resumes_it(
             shutdown_requested.set()
 
     try:
-        with patch.object(ProgressReporter, "__call__", wraps_reporter(stop_after_two_learners)):
+        with patch.object(Attempt, "__call__", wraps_reporter(stop_after_two_learners)):
             assert run_audit(context, audit_id) == AuditStatus.QUEUED
     finally:
         shutdown_requested.clear()
@@ -178,10 +212,10 @@ def test_a_stopping_worker_gives_the_audit_back_and_a_later_run_resumes_it(
 
 
 def wraps_reporter(hook):
-    """ProgressReporter.__call__ with ``hook`` run first, as the engine reports."""
-    original = ProgressReporter.__call__
+    """Attempt.__call__ with ``hook`` run first, as the engine reports."""
+    original = Attempt.__call__
 
-    def call(self: ProgressReporter, stage: str, done: int, total: int) -> None:
+    def call(self: Attempt, stage: str, done: int, total: int) -> None:
         hook(stage, done, total)
         original(self, stage, done, total)
 
@@ -218,7 +252,7 @@ def test_a_worker_that_lost_its_audit_stops_and_saves_nothing(
                     .values(status=AuditStatus.QUEUED, worker=None, heartbeat_at=None)
                 )
 
-    with patch.object(ProgressReporter, "__call__", wraps_reporter(taken_away)):
+    with patch.object(Attempt, "__call__", wraps_reporter(taken_away)):
         assert run_audit(context, audit_id) is None
     audit = stored(context, audit_id)
     assert (audit.status, audit.worker, audit.n_flagged) == (AuditStatus.QUEUED, None, None)
@@ -239,7 +273,7 @@ def test_the_heartbeat_thread_beats_while_the_engine_is_silent(
     def watch(stage: str, done: int, total: int) -> None:
         beats.append(stored(context, audit_id).heartbeat_at)
 
-    with patch.object(ProgressReporter, "__call__", wraps_reporter(watch)):
+    with patch.object(Attempt, "__call__", wraps_reporter(watch)):
         assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
     # Progress is written once an hour here, yet the heartbeat moved on between reports.
     assert len(set(beats)) > len(beats) // 2

@@ -1,6 +1,7 @@
-"""``dataset-audit keys`` and ``dataset-audit tenants``: the administrator's verbs. They work on
-the database directly (``DATABASE_URL``, or the embedded one under ``--data-dir``), bringing it to
-the newest schema first, so they run on the API's host or in its container."""
+"""``dataset-audit serve``, ``keys`` and ``tenants``: the administrator's verbs. ``keys`` and
+``tenants`` work on the database directly (``DATABASE_URL``, or the embedded one under
+``--data-dir``), bringing it to the newest schema first, so they run on the API's host or in its
+container."""
 
 from __future__ import annotations
 
@@ -21,6 +22,23 @@ SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def add_verbs(verbs: Any) -> None:
+    serve = verbs.add_parser(
+        "serve",
+        help="run the service here: the API and one worker (SQLite and no broker server "
+        "unless DATABASE_URL and BROKER_URL say otherwise)",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--data-dir", type=Path, help="database, queue and uploads (default: $DATA_DIR or "
+        "~/.local/share/dataset-audit)"
+    )  # fmt: skip
+    serve.add_argument(
+        "--auth", action="store_true",
+        help="require API keys (make them with 'dataset-audit keys create'); the same as AUTH=true",
+    )  # fmt: skip
+    serve.set_defaults(handler=_serve)
+
     keys = verbs.add_parser("keys", help="make, list and revoke API keys (administrators)")
     key_verbs = keys.add_subparsers(dest="keys_verb", required=True, metavar="ACTION")
     create = key_verbs.add_parser(
@@ -68,6 +86,12 @@ def parse_size(text: str) -> int:
     if size < 0:
         raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
     return int(size)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.serve import serve
+
+    return serve(host=args.host, port=args.port, data_dir=args.data_dir, auth=args.auth)
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
