@@ -45,7 +45,10 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+# The protocol applies the settings' limits on slow and oversized request heads and on
+# connections (HTTP_HEADER_TIMEOUT_S, MAX_HEADER_BYTES, HTTP_KEEP_ALIVE_S, HTTP_MAX_CONNECTIONS).
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", \
+     "--http", "app.http_limits:LimitedH11Protocol"]
 
 # The worker: torch from PyPI, which on x86_64 Linux is the CUDA build with the CUDA runtime in
 # nvidia-* wheels; the host supplies only the driver (NVIDIA container toolkit). torch gets its

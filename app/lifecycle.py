@@ -33,9 +33,10 @@ from sqlalchemy.sql import ColumnElement
 from app.context import Context
 from app.db import transaction
 from app.outcome import Outcome, store_outcome
-from app.queue import send_audit, send_notify
+from app.queue import send_audit
 from app.services import access
 from app.tables import Audit, utcnow
+from app.webhook_queue import queue_deliveries
 from dataset_audit.schemas import AuditStatus, ErrorCode
 
 log = logging.getLogger(__name__)
@@ -347,11 +348,6 @@ def _end(
 
 
 def _notify(context: Context, ended: _Ended) -> None:
-    """Queue the webhooks of audits that just ended (after their transaction committed)."""
-    for audit_id, callback_url in ended:
-        if callback_url is None:
-            continue
-        try:
-            send_notify(context.celery, audit_id)
-        except Exception as exc:  # the audit's end stands; only its webhook is lost
-            log.warning("audit %s: could not queue its webhook: %s", audit_id, exc)
+    """Queue the webhooks of audits that just ended (after their transaction committed), within
+    their tenants' bound on pending deliveries."""
+    queue_deliveries(context, ended)

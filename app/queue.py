@@ -12,6 +12,9 @@ from app.settings import Settings
 RUN_AUDIT = "audit.run"
 NOTIFY = "audit.notify"
 QUEUE = "audits"
+# Webhook deliveries have their own queue and workers: a tenant's slow receiver holds a delivery
+# worker at most WEBHOOK_TIMEOUT_S per attempt, and never the workers that run audits.
+WEBHOOK_QUEUE = "webhooks"
 
 
 def make_celery(settings: Settings, include: tuple[str, ...] = ()) -> Celery:
@@ -60,4 +63,4 @@ def send_audit(celery: Celery, audit_id: uuid.UUID) -> None:
 
 def send_notify(celery: Celery, audit_id: uuid.UUID, *, countdown: float = 0.0) -> None:
     """Deliver the audit's webhook (now, or after ``countdown`` seconds for a retry)."""
-    celery.send_task(NOTIFY, args=[str(audit_id)], queue=QUEUE, countdown=countdown or None)
+    celery.send_task(NOTIFY, args=[str(audit_id)], queue=WEBHOOK_QUEUE, countdown=countdown or None)

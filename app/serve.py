@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from app.migrate import upgrade
-from app.queue import QUEUE
+from app.queue import QUEUE, WEBHOOK_QUEUE
 from app.settings import Settings, get_settings
 
 PARENT_PID_ENV = "DATASET_AUDIT_SERVE_PID"
@@ -35,6 +35,7 @@ def serve(
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from app.http_limits import LimitedH11Protocol
     from app.logs import configure_logging
     from app.main import create_app
 
@@ -67,7 +68,11 @@ def serve(
         # In JSON, configure_logging has set up uvicorn's loggers too; its own set-up would undo it.
         log_config = None if settings.log_format == "json" else LOGGING_CONFIG
         app = create_app(settings)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
+        # The settings' limits on slow and oversized request heads and on connections.
+        uvicorn.run(
+            app, host=host, port=port, log_level=log_level, log_config=log_config,
+            http=LimitedH11Protocol,
+        )  # fmt: skip
     finally:
         worker.stop()
     return 0
@@ -84,7 +89,9 @@ class WorkerProcess:
         self.command = [
             sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
             "--pool=solo", "--concurrency=1", f"--loglevel={log_level.upper()}",
-            "-Q", QUEUE, "--hostname", f"embedded.{os.getpid()}@{socket.gethostname()}",
+            # Webhooks too, between audits: each attempt holds it WEBHOOK_TIMEOUT_S at most.
+            "-Q", f"{QUEUE},{WEBHOOK_QUEUE}",
+            "--hostname", f"embedded.{os.getpid()}@{socket.gethostname()}",
         ]  # fmt: skip
         self.env = {
             **os.environ,

@@ -12,9 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.callback_urls import IPNetwork, parse_networks
 from app.formats import Limits
 from incompat.config import DEFAULT_PRESET, PresetName
 
@@ -34,6 +35,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=8 * 2**30, gt=0)
     # Requests with more header bytes than this are refused with 431.
     max_header_bytes: int = Field(default=32 * 2**10, ge=1024)
+    # The HTTP server's limits before a request reaches the app (app/http_limits.py): a request's
+    # line and headers must arrive within ``http_header_timeout_s`` (from the connection, or from
+    # the first byte of a keep-alive connection's next request); an idle keep-alive connection is
+    # closed after ``http_keep_alive_s``; with ``http_max_connections`` open, requests get 503.
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_keep_alive_s: int = Field(default=5, ge=1)
+    http_max_connections: int = Field(default=1000, ge=1)
     max_samples: int = Field(default=5_000_000, gt=0)
     max_image_side: int = Field(default=4096, gt=0)
     default_preset: PresetName = DEFAULT_PRESET
@@ -61,12 +69,28 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=30.0, ge=0)
     # The device the worker's engine runs on: "auto" picks CUDA when present.
     worker_device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
-    # Webhooks: deliveries are signed with this secret (HMAC-SHA256) and retried with doubling
-    # delays from ``webhook_retry_base_s`` until one succeeds or ``webhook_max_attempts`` failed.
-    webhook_secret: str | None = None
+    # Webhooks: each delivery is signed with its tenant's secret (``dataset-audit tenants set``)
+    # and retried with doubling delays from ``webhook_retry_base_s`` until one succeeds or
+    # ``webhook_max_attempts`` failed. ``webhook_timeout_s`` bounds a whole attempt (name lookup,
+    # connection, request, answer), not each read. A tenant has at most
+    # ``webhook_max_outstanding`` deliveries pending; more are dropped. Webhooks go to public
+    # addresses only, and to these networks (comma-separated CIDRs, e.g. "10.1.0.0/16").
     webhook_max_attempts: int = Field(default=6, ge=1)
     webhook_retry_base_s: float = Field(default=10.0, ge=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_outstanding: int = Field(default=20, ge=1)
+    webhook_allowed_networks: str = ""
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def webhook_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.webhook_allowed_networks)
+
     # Redis redelivers an unacknowledged task after this long; it must outlast the longest audit
     # (``audit_time_limit_s``). Lost tasks are re-sent sooner by the reconciler.
     broker_visibility_timeout_s: int = Field(default=48 * 3600, gt=0)

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from app.webhooks import new_secret
 from dataset_audit.schemas import AuditStatus
 
 
@@ -48,6 +49,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     max_active_audits: Mapped[int | None] = mapped_column(Integer)
     max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Signs the tenant's webhooks. Stored as is, unlike API keys, because the worker must sign
+    # with it: whoever reads this table can forge deliveries (rotate it after a leak).
+    webhook_secret: Mapped[str] = mapped_column(String(64), default=new_secret)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -120,6 +124,8 @@ class Audit(Base):
     summary: Mapped[dict[str, Any] | None] = mapped_column()
     # Where to POST the summary when the audit ends.
     callback_url: Mapped[str | None] = mapped_column(String(2048))
+    # schemas.WebhookState once the audit has ended with a callback URL; None before.
+    webhook_state: Mapped[str | None] = mapped_column(String(16))
 
     deliveries: Mapped[list[WebhookDelivery]] = relationship(
         order_by="WebhookDelivery.attempt", passive_deletes=True
@@ -129,6 +135,7 @@ class Audit(Base):
         Index("ix_audits_tenant_created_at", "tenant", "created_at"),
         Index("ix_audits_reuse", "tenant", "dataset_sha256", "preset", "seed"),
         Index("ix_audits_status", "status"),
+        Index("ix_audits_tenant_webhook_state", "tenant", "webhook_state"),
     )
 
 
@@ -182,6 +189,5 @@ class WebhookDelivery(Base):
     )
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1, 2, ...
     attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    status_code: Mapped[int | None] = mapped_column(Integer)  # None: no answer
-    error: Mapped[str | None] = mapped_column(Text)
+    # Whether it delivered, and nothing of what the peer said: the worker's log has that.
     delivered: Mapped[bool] = mapped_column(default=False)

@@ -18,6 +18,7 @@ from dataset_audit.schemas import (
     TriggerGroup,
     Verdict,
     Webhook,
+    WebhookState,
 )
 
 
@@ -109,16 +110,12 @@ def _links(audit: Audit) -> AuditLinks:
 
 
 def _webhook(audit: Audit) -> Webhook | None:
+    """Whether and when each attempt delivered; never the peer's answer (worker/delivery.py)."""
     if audit.callback_url is None:
         return None
     deliveries = [
-        Delivery(
-            attempt=d.attempt,
-            attempted_at=d.attempted_at,
-            status_code=d.status_code,
-            error=d.error,
-            delivered=d.delivered,
-        )
+        Delivery(attempt=d.attempt, attempted_at=d.attempted_at, delivered=d.delivered)
         for d in audit.deliveries
     ]
-    return Webhook(url=audit.callback_url, deliveries=deliveries)
+    state = WebhookState(audit.webhook_state or WebhookState.PENDING)
+    return Webhook(url=audit.callback_url, state=state, deliveries=deliveries)

@@ -1,8 +1,10 @@
 """Webhook payloads and their signatures.
 
-A receiver checks ``X-Audit-Signature`` (``sha256=`` and the hex HMAC-SHA256, keyed with the
-shared ``WEBHOOK_SECRET``, of the ``X-Audit-Timestamp`` value, a dot, and the raw body) and
-refuses old timestamps, so a captured delivery cannot be replayed later. ``verify`` does both.
+Every delivery is signed with its tenant's own secret (``dataset-audit tenants set NAME
+--rotate-webhook-secret`` shows a new one): ``X-Audit-Signature`` is ``sha256=`` and the hex
+HMAC-SHA256 of the ``X-Audit-Timestamp`` value, a dot, and the raw body. A receiver recomputes it
+and refuses old timestamps, so a captured delivery cannot be replayed later; ``verify`` does both.
+A secret is per tenant so that no tenant can sign a delivery that another's receiver accepts.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import time
-
-import httpx
 
 from dataset_audit.schemas import AuditRead
 
@@ -20,6 +21,12 @@ EVENT = "audit.finished"
 SIGNATURE_HEADER = "X-Audit-Signature"
 TIMESTAMP_HEADER = "X-Audit-Timestamp"
 EVENT_HEADER = "X-Audit-Event"
+SECRET_PREFIX = "whsec_"
+
+
+def new_secret() -> str:
+    """256 random bits, recognisable as a webhook secret by its prefix."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
 def payload(audit: AuditRead) -> bytes:
@@ -29,6 +36,16 @@ def payload(audit: AuditRead) -> bytes:
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return f"sha256={mac.hexdigest()}"
+
+
+def signed_headers(secret: str, body: bytes, *, now: float | None = None) -> dict[str, str]:
+    timestamp = str(int(time.time() if now is None else now))
+    return {
+        "Content-Type": "application/json",
+        EVENT_HEADER: EVENT,
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(secret, timestamp, body),
+    }
 
 
 def verify(
@@ -46,20 +63,3 @@ def verify(
     except ValueError:
         return False
     return abs(age) <= tolerance_s and hmac.compare_digest(sign(secret, timestamp, body), signature)
-
-
-def post(
-    url: str, body: bytes, *, secret: str | None, timeout_s: float
-) -> tuple[int | None, str | None]:
-    """POST one delivery: the receiver's status code (None if it never answered) and an error."""
-    timestamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", EVENT_HEADER: EVENT, TIMESTAMP_HEADER: timestamp}
-    if secret:
-        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
-    try:
-        response = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:500]
-    if response.is_success:
-        return response.status_code, None
-    return response.status_code, f"the receiver answered {response.status_code}"

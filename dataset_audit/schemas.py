@@ -161,12 +161,29 @@ class AuditLinks(BaseModel):
     scores: str
 
 
+class WebhookState(StrEnum):
+    PENDING = "pending"  # the audit has not ended, or its delivery is under way
+    DELIVERED = "delivered"  # a 2xx answered an attempt
+    FAILED = "failed"  # every attempt failed (WEBHOOK_MAX_ATTEMPTS)
+    DROPPED = "dropped"  # never attempted: the tenant had WEBHOOK_MAX_OUTSTANDING pending
+
+
+_NOT_SHOWN = (
+    "Always null: what the receiver answered, or why an attempt failed, is not shown (it would "
+    "tell apart closed, open and filtered ports). Kept so that older clients still read the audit."
+)
+
+
 class Delivery(BaseModel):
     attempt: int
-    attempted_at: datetime
-    status_code: int | None = Field(description="The receiver's answer; null when none came.")
-    error: str | None
+    attempted_at: datetime = Field(description="When the attempt started.")
     delivered: bool
+    status_code: int | None = Field(
+        default=None, description=_NOT_SHOWN, json_schema_extra={"deprecated": True}
+    )
+    error: str | None = Field(
+        default=None, description=_NOT_SHOWN, json_schema_extra={"deprecated": True}
+    )
 
     @field_validator("attempted_at")
     @classmethod
@@ -176,6 +193,11 @@ class Delivery(BaseModel):
 
 class Webhook(BaseModel):
     url: str
+    state: WebhookState = Field(
+        default=WebhookState.PENDING,
+        description="pending until the audit ends and its delivery concludes: delivered, failed "
+        "(every attempt failed) or dropped (the tenant had too many deliveries pending).",
+    )
     deliveries: list[Delivery] = Field(description="Attempts so far, first first.")
 
 

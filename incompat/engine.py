@@ -315,10 +315,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         resolved = torch.device(device)
     except RuntimeError as exc:  # torch's words for a malformed name, e.g. "gpu"
         raise InvalidConfigError(f"not a device: {device!r} ({exc})") from None
-    if (resolved.type == "cuda" and not torch.cuda.is_available()) or (
-        resolved.type == "mps" and not torch.backends.mps.is_available()
-    ):
-        raise DeviceUnavailableError(f"device {str(device)!r} was asked for but is not available")
+    absent = {
+        "cuda": "CUDA" if not torch.cuda.is_available() else None,
+        "mps": "MPS" if not torch.backends.mps.is_available() else None,
+    }.get(resolved.type)
+    if absent is not None:
+        raise DeviceUnavailableError(
+            f"device {str(device)!r} was asked for but {absent} is not available"
+        )
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
         raise DeviceUnavailableError(
             f"device {str(device)!r} was asked for but this machine has "

@@ -1,6 +1,7 @@
 """The engine's errors, by whose move it is: the dataset's owner, the operator, or the machine.
 
-Each is a ``ValueError`` or ``RuntimeError`` too, so callers that caught those before still do.
+Each is a ``ValueError`` too, as every one of them was before they had types of their own, so
+callers that caught that still do.
 """
 
 from __future__ import annotations
@@ -19,5 +20,5 @@ class InvalidConfigError(EngineError, ValueError):
     range."""
 
 
-class DeviceUnavailableError(EngineError, RuntimeError):
+class DeviceUnavailableError(EngineError, ValueError):
     """The device asked for is not on this machine (e.g. CUDA without a GPU)."""

@@ -33,7 +33,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic import TypeAdapter
 
+from app.queue import QUEUE, WEBHOOK_QUEUE
 from app.settings import Settings
+from tests import nginx_local
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -42,7 +44,7 @@ COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
-APP_SERVICES = ("migrate", "api", "worker")  # the ones built from this repository
+APP_SERVICES = ("migrate", "api", "worker", "webhooks")  # the ones built from this repository
 # Variables the app services may get besides the app's settings: uvicorn's own.
 NOT_SETTINGS = {"FORWARDED_ALLOW_IPS"}
 
@@ -298,6 +300,9 @@ def assert_runs_something_real(argv: list[str], stage: str) -> None:
         module, _, attribute = next(a for a in args if not a.startswith("-")).partition(":")
         assert hasattr(importlib.import_module(module), attribute), f"{module}:{attribute}"
         assert_options_exist(options, "uvicorn")
+        if "--http" in args:  # a protocol class of the project's, rather than a name of uvicorn's
+            module, _, attribute = args[args.index("--http") + 1].partition(":")
+            assert hasattr(importlib.import_module(module), attribute), f"{module}:{attribute}"
     elif program == "celery":
         app = args[args.index("-A") + 1]
         assert importlib.util.find_spec(app) is not None, f"celery app {app} does not import"
@@ -366,6 +371,22 @@ def test_the_celery_worker_runs_one_audit_at_a_time() -> None:
     argv = command("worker")
     assert argv[:4] == ["celery", "-A", "worker.celery_app", "worker"]
     assert "--pool=solo" in argv
+    # No -Q: it takes the default queue, audits, and never a webhook delivery.
+    assert not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in argv)
+    assert QUEUE != WEBHOOK_QUEUE
+
+
+def test_webhooks_are_delivered_by_a_cpu_pool_of_their_own() -> None:
+    argv = command("webhooks")
+    assert argv[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+    assert argv[argv.index("-Q") + 1] == WEBHOOK_QUEUE
+    assert "--pool=threads" in argv
+    assert "--concurrency=${WEBHOOK_CONCURRENCY:-8}" in argv
+    assert image_stage("webhooks") == image_stage("worker")
+    assert "deploy" not in service("webhooks")  # no GPU
+    assert environment("webhooks")["WORKER_DEVICE"] == "cpu"
+    assert "ports" not in service("webhooks")
+    assert "volumes" not in service("webhooks")  # it needs no uploads
 
 
 # --- The images ----------------------------------------------------------------------------------
@@ -528,19 +549,23 @@ def test_the_data_dir_is_a_folder_the_user_owns() -> None:
 
 
 def test_the_services() -> None:
-    assert set(compose()["services"]) == {"postgres", "redis", "migrate", "api", "worker"}
+    assert set(compose()["services"]) == {
+        "postgres", "redis", "migrate", "api", "worker", "webhooks", "proxy"
+    }  # fmt: skip
     assert service("postgres")["image"] == "postgres:16"
     assert service("redis")["image"] == "redis:7"
     assert "pg_isready" in compose_healthcheck("postgres")
     assert "redis-cli ping" in " ".join(compose_healthcheck("redis"))
     assert "container_name" not in COMPOSE.read_text() + COMPOSE_CPU.read_text()
     assert "ports" not in service("worker"), "a published port would stop --scale worker=N"
-    assert [p.split(":")[-1] for p in service("api")["ports"]] == ["8000"]
+    # Clients reach the API through the proxy only.
+    assert "ports" not in service("api")
+    assert service("proxy")["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8000"]
 
 
 def test_the_start_order() -> None:
     assert service("migrate")["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "webhooks"):
         depends = service(name)["depends_on"]
         assert depends["migrate"] == {"condition": "service_completed_successfully"}
         assert depends["redis"] == {"condition": "service_healthy"}
@@ -585,8 +610,11 @@ def test_the_services_are_configured_with_real_settings() -> None:
         assert variables["DATABASE_URL"].startswith("postgresql+psycopg://")
         assert "@postgres:5432/" in variables["DATABASE_URL"]
         assert variables["BROKER_URL"] == "redis://redis:6379/0"
-    for name in ("api", "worker"):
-        assert environment(name)["WEBHOOK_SECRET"] == "${WEBHOOK_SECRET:-}"
+    for name in ("api", "worker", "webhooks"):
+        # No shared webhook secret: each tenant signs with its own (app/webhooks.py).
+        assert "WEBHOOK_SECRET" not in environment(name)
+        assert "WEBHOOK_SECRET" not in Settings.model_fields
+        assert environment(name)["WEBHOOK_ALLOWED_NETWORKS"] == "${WEBHOOK_ALLOWED_NETWORKS:-}"
 
 
 def test_env_example_defines_every_variable_the_compose_files_use() -> None:
@@ -606,6 +634,73 @@ def test_env_example_defines_every_variable_the_compose_files_use() -> None:
         if setting is not None and setting.annotation is not None and value:
             typed = TypeAdapter(setting.annotation).validate_python(value)
             assert typed == setting.default, f"{name}={value}: the app's default is different"
+
+
+# --- The proxy ---------------------------------------------------------------------------------
+
+
+def nginx_http() -> nginx_local.Directive:
+    return nginx_local.directives(nginx_local.TEMPLATE.read_text()).one("http")
+
+
+def test_the_proxy_fronts_the_api() -> None:
+    proxy = service("proxy")
+    assert re.fullmatch(r"nginx:\d+\.\d+-alpine", proxy["image"]), "pin a stable nginx"
+    template = "/etc/nginx/templates/nginx.conf.template"
+    assert proxy["volumes"] == [f"./docker/nginx.conf.template:{template}:ro"]
+    assert proxy["depends_on"] == {"api": {"condition": "service_healthy"}}
+    # The image renders the template into nginx.conf, filling in only the variables it uses.
+    variables = environment("proxy")
+    assert variables["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+    used = set(re.findall(r"\$\{(\w+)\}", nginx_local.TEMPLATE.read_text()))
+    assert used == {"MAX_UPLOAD_BYTES"}
+    assert set(variables["NGINX_ENVSUBST_FILTER"].split("|")) == used
+    assert variables["MAX_UPLOAD_BYTES"] == environment("api")["MAX_UPLOAD_BYTES"]
+    # It listens where compose publishes it, and passes requests to where the API listens.
+    server = nginx_http().one("server")
+    assert server.one("listen").args == [service("proxy")["ports"][0].rsplit(":", 1)[1]]
+    api_port = command("api")[command("api").index("--port") + 1]
+    assert nginx_http().one("upstream").one("server").args == [f"api:{api_port}"]
+    check = compose_healthcheck("proxy")
+    assert check[:2] == ["CMD", "wget"]
+    assert check[-1] == "http://127.0.0.1:8000/healthz"
+    assert "/healthz" in api_paths()
+
+
+def test_the_proxy_has_the_limits_of_the_api() -> None:
+    """The proxy refuses what the API would refuse, and bounds what the API cannot: the time
+    and bytes of a request head and the requests of one address."""
+    http = nginx_http()
+    defaults = Settings.model_fields
+
+    def value(name: str) -> list[str]:
+        return http.one(name).args
+
+    assert value("client_header_timeout") == [f"{defaults['http_header_timeout_s'].default:g}s"]
+    count, size = value("large_client_header_buffers")
+    assert int(count) * int(size.removesuffix("k")) * 1024 == defaults["max_header_bytes"].default
+    assert value("client_max_body_size") == ["${MAX_UPLOAD_BYTES}"]
+    for name in ("client_body_timeout", "send_timeout", "keepalive_timeout"):
+        assert re.fullmatch(r"\d+s", value(name)[0]), name
+    assert value("reset_timedout_connection") == ["on"]
+    zone = value("limit_conn_zone")
+    assert zone[0] == "$binary_remote_addr"
+    assert value("limit_conn")[0] == zone[1].removeprefix("zone=").split(":")[0]
+    location = next(d for d in http.one("server").block or [] if d.args == ["/"])
+    assert location.one("proxy_pass").args == ["http://api"]
+    assert location.one("proxy_request_buffering").args == ["off"]  # uploads stream
+    assert location.one("proxy_http_version").args == ["1.1"]  # chunked ones too
+
+
+@pytest.mark.skipif(nginx_local.NGINX is None, reason="nginx is not installed")
+def test_nginx_accepts_the_config(tmp_path: Path) -> None:
+    conf = nginx_local.render(tmp_path, listen_port=8080, api_port=8000, max_upload_bytes=2**30)
+    done = nginx_local.check(conf)
+    assert done.returncode == 0, done.stderr
+    broken = tmp_path / "broken" / "nginx.conf"
+    broken.parent.mkdir()
+    broken.write_text(conf.read_text().replace("client_header_timeout", "client_header_timeot"))
+    assert nginx_local.check(broken).returncode != 0
 
 
 # --- The compose check can fail ----------------------------------------------------------------

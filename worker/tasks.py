@@ -6,6 +6,7 @@ import logging
 import uuid
 
 from app.queue import NOTIFY, RUN_AUDIT, send_notify
+from app.webhook_queue import give_up
 from worker.celery_app import celery_app
 from worker.delivery import deliver
 from worker.identity import worker_context
@@ -23,13 +24,19 @@ def run_audit_task(audit_id: str) -> None:
 
 @celery_app.task(name=NOTIFY, acks_late=True)
 def notify_task(audit_id: str) -> None:
+    """One delivery attempt (queue ``webhooks``: its own workers, see app/queue.py)."""
     parsed = _audit_id(NOTIFY, audit_id)
     if parsed is None:
         return
     context = worker_context()
     retry_in = deliver(context, parsed)
-    if retry_in is not None:
+    if retry_in is None:
+        return
+    try:
         send_notify(context.celery, parsed, countdown=retry_in)
+    except Exception as exc:
+        log.warning("audit %s: could not queue its next webhook attempt: %s", parsed, exc)
+        give_up(context, parsed)
 
 
 def _audit_id(task: str, value: str) -> uuid.UUID | None:

@@ -1,8 +1,10 @@
 """Who is asking: the tenant of the request's API key.
 
-Programs send ``Authorization: Bearer <key>``. The pages also accept HTTP Basic with the key as
-the password (any user name), so that a browser asks for it with its own prompt. With auth off
-(the embedded default), every request acts for the tenant "default".
+Programs send ``Authorization: Bearer <key>``. Requests that only read (GET, HEAD) also accept
+HTTP Basic with the key as the password (any user name), so that a browser asks for it with its
+own prompt. Not the others: a browser sends remembered Basic credentials with any request,
+including a form another site posts to ``POST /audits``, but never a Bearer key on its own. With
+auth off (the embedded default), every request acts for the tenant "default".
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ BEARER = HTTPBearer(
 )
 
 
-def presented_key(authorization: str | None) -> str | None:
-    """The key in an ``Authorization`` header: Bearer, or the password of Basic."""
+SAFE_METHODS = ("GET", "HEAD")
+
+
+def presented_key(authorization: str | None, *, basic: bool = True) -> str | None:
+    """The key in an ``Authorization`` header: Bearer, or (when ``basic``) the password of
+    Basic."""
     if not authorization:
         return None
     scheme, _, value = authorization.strip().partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer":
         return value or None
-    if scheme.lower() == "basic":
+    if scheme.lower() == "basic" and basic:
         try:
             decoded = base64.b64decode(value, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
@@ -48,8 +54,15 @@ def presented_key(authorization: str | None) -> str | None:
 async def _tenant(request: Request, context: ContextDep, challenge: str) -> str:
     if not context.settings.auth:
         return DEFAULT_TENANT
-    key = presented_key(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    key = presented_key(authorization, basic=request.method in SAFE_METHODS)
     if key is None:
+        if presented_key(authorization) is not None:  # Basic, on a request that changes things
+            raise HTTPException(
+                401,
+                "HTTP Basic is accepted only for reading; send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": API_CHALLENGE},
+            )
         raise HTTPException(
             401,
             "an API key is required: send 'Authorization: Bearer <key>' "

@@ -25,7 +25,8 @@ router = APIRouter(
 )
 LIST_PAGE = 50
 # A thumbnail of an audit's sample never changes: cache it for good.
-IMMUTABLE = "public, max-age=31536000, immutable"
+# "private": only the browser of the tenant who asked may keep it, never a shared cache.
+IMMUTABLE = "private, max-age=31536000, immutable"
 PageOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Audits to skip.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such audit."}
@@ -117,7 +118,7 @@ async def flagged_csv(audit_id: uuid.UUID, context: ContextDep, tenant: PageTena
                         r.label,
                         r.voted_label,
                         f"{r.label_prob:.6f}",
-                        r.path,
+                        spreadsheet_safe(r.path),
                     ]
                 )
             offset += len(rows)
@@ -126,3 +127,13 @@ async def flagged_csv(audit_id: uuid.UUID, context: ContextDep, tenant: PageTena
     body = await with_audit(context, tenant, audit_id, table)
     disposition = f'attachment; filename="flagged-{audit_id}.csv"'
     return Response(body, media_type="text/csv", headers={"Content-Disposition": disposition})
+
+
+# A cell a spreadsheet would take for a formula: an ImageFolder path is a folder name the
+# uploader chose, and "=HYPERLINK(...)" runs when the CSV is opened.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str | None) -> str | None:
+    """The text, with a leading apostrophe when it would start a formula (OWASP's advice)."""
+    return f"'{text}" if text and text.startswith(_FORMULA_START) else text

@@ -18,8 +18,9 @@ from pydantic import ValidationError
 
 from app.api.auth import TenantDep
 from app.api.deps import ContextDep
+from app.context import Context
 from app.services import submission
-from app.uploads import FILE_FIELD, Upload, UploadError, receive_upload
+from app.uploads import FILE_FIELD, FRAMING_BYTES, Upload, UploadError, receive_upload
 
 FILE_DESCRIPTION = (
     "The dataset: .npz (x: uint8 images, y: integer labels), an ImageFolder .zip (one folder per "
@@ -36,8 +37,13 @@ class UploadForm:
 async def upload_form(request: Request, context: ContextDep, tenant: TenantDep) -> UploadForm:
     """The received form; 4xx before the body is read when the tenant is at its quota, while
     it is read when it is too large or malformed, and after when an option is wrong."""
-    await run_in_threadpool(_check_room, context, tenant)
     settings = context.settings
+    declared = request.headers.get("content-length", "")
+    # The file is at least the body less its framing: a quota it cannot fit is refused unread.
+    least = (
+        max(0, int(declared) - FRAMING_BYTES) if declared.isascii() and declared.isdigit() else 0
+    )
+    await run_in_threadpool(_check_room, context, tenant, least)
     try:
         upload = await receive_upload(
             request.headers.get("content-type"),
@@ -59,9 +65,9 @@ async def upload_form(request: Request, context: ContextDep, tenant: TenantDep) 
 UploadFormDep = Annotated[UploadForm, Depends(upload_form)]
 
 
-def _check_room(context: Any, tenant: str) -> None:
+def _check_room(context: Context, tenant: str, declared_bytes: int) -> None:
     try:
-        submission.check_room(context, tenant)
+        submission.check_room(context, tenant, declared_bytes=declared_bytes)
     except submission.Refused as exc:
         raise HTTPException(exc.status_code, exc.detail) from exc
 

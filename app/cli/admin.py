@@ -62,7 +62,9 @@ def add_verbs(verbs: Any) -> None:
     tenant_list = tenant_verbs.add_parser("list", help="each tenant's usage against its quotas")
     _data_dir_option(tenant_list)
     tenant_list.set_defaults(handler=_tenants_list)
-    quota = tenant_verbs.add_parser("set", help="set a tenant's quotas (made if new)")
+    quota = tenant_verbs.add_parser(
+        "set", help="set a tenant's quotas (made if new, with its webhook secret, shown once)"
+    )
     quota.add_argument("tenant")
     quota.add_argument(
         "--max-active-audits", type=int, metavar="N", help="audits queued or running at once"
@@ -70,6 +72,11 @@ def add_verbs(verbs: Any) -> None:
     quota.add_argument(
         "--max-stored", type=parse_size, metavar="SIZE",
         help="uploads kept (bytes, or with K, M, G, T: 500G)",
+    )  # fmt: skip
+    quota.add_argument(
+        "--rotate-webhook-secret", action="store_true",
+        help="make a new secret for the tenant's webhook signatures, and print it (the old one "
+        "stops working)",
     )  # fmt: skip
     _data_dir_option(quota)
     quota.set_defaults(handler=_tenants_set)
@@ -138,8 +145,13 @@ def _run(args: argparse.Namespace, work: Any) -> Any:
 
 def _keys_create(args: argparse.Namespace) -> int:
     def create(session: Any, _: Settings) -> str:
+        new_tenant = not access.tenant_exists(session, args.tenant)
         row, key = access.create_key(session, args.tenant, args.name)
-        return f"Created API key {row.id} for tenant {row.tenant!r}. It is shown only now:\n{key}"
+        made = f"Created API key {row.id} for tenant {row.tenant!r}. It is shown only now:\n{key}"
+        if not new_tenant:
+            return made
+        # The key stays the last word: scripts take it from there.
+        return f"{_secret_text(row.tenant, access.webhook_secret(session, row.tenant))}\n{made}"
 
     print(_run(args, create))
     return 0
@@ -194,18 +206,35 @@ def _tenants_set(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} cannot be negative")
 
     def set_quota(session: Any, settings: Settings) -> str:
+        new_tenant = not access.tenant_exists(session, args.tenant)
         access.set_quota(
             session, args.tenant,
             max_active_audits=args.max_active_audits, max_stored_bytes=args.max_stored,
         )  # fmt: skip
         use = access.usage(session, args.tenant, settings)
-        return (
+        done = (
             f"Tenant {use.tenant!r}: at most {use.max_active_audits} active audits and "
             f"{access.format_bytes(use.max_stored_bytes)} stored."
         )
+        if args.rotate_webhook_secret:
+            secret = access.rotate_webhook_secret(session, args.tenant)
+        elif new_tenant:
+            secret = access.webhook_secret(session, args.tenant)
+        else:
+            return done
+        return f"{done}\n{_secret_text(use.tenant, secret)}"
 
     print(_run(args, set_quota))
     return 0
+
+
+def _secret_text(tenant: str, secret: str) -> str:
+    """A webhook secret, shown once: as the last word, for scripts."""
+    return (
+        f"Webhook secret of tenant {tenant!r} (receivers check X-Audit-Signature with it; "
+        f"'tenants set {tenant} --rotate-webhook-secret' makes a new one). It is shown only "
+        f"now:\n{secret}"
+    )
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:

@@ -20,10 +20,12 @@ from sqlalchemy.orm import Session
 
 from app.settings import Settings
 from app.tables import ApiKey, Audit, Tenant, utcnow
+from app.webhooks import new_secret
 from dataset_audit.schemas import AuditStatus
 
 KEY_PREFIX = "dak_"
 KEY_ID_HEX = 12
+_KEY_ID = re.compile(f"[0-9a-f]{{{KEY_ID_HEX}}}")
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ACTIVE = (AuditStatus.QUEUED, AuditStatus.RUNNING)
 
@@ -40,7 +42,8 @@ def _key_id(key: str) -> str | None:
     if not key.startswith(KEY_PREFIX):
         return None
     key_id = key[len(KEY_PREFIX) : len(KEY_PREFIX) + KEY_ID_HEX]
-    if len(key_id) != KEY_ID_HEX or key[len(KEY_PREFIX) + KEY_ID_HEX :][:1] != "_":
+    # Only a well-formed id reaches the database: a NUL byte in a key made PostgreSQL fail.
+    if not _KEY_ID.fullmatch(key_id) or key[len(KEY_PREFIX) + KEY_ID_HEX :][:1] != "_":
         return None
     return key_id
 
@@ -98,6 +101,29 @@ def list_keys(session: Session, tenant: str | None = None) -> list[ApiKey]:
     if tenant is not None:
         query = query.where(ApiKey.tenant == tenant)
     return list(session.scalars(query))
+
+
+# Webhook secrets: one per tenant, made with it (``Tenant.webhook_secret``), so that no tenant
+# can sign what another's receiver accepts.
+
+
+def tenant_exists(session: Session, name: str) -> bool:
+    return session.get(Tenant, name) is not None
+
+
+def webhook_secret(session: Session, tenant: str) -> str:
+    """The secret the tenant's webhook deliveries are signed with."""
+    row = session.get(Tenant, tenant)
+    if row is None:
+        raise AccessError(f"no tenant {tenant!r}")
+    return row.webhook_secret
+
+
+def rotate_webhook_secret(session: Session, tenant: str) -> str:
+    """A new secret for the tenant (made if new): deliveries from now on are signed with it."""
+    row = ensure_tenant(session, tenant)
+    row.webhook_secret = new_secret()
+    return row.webhook_secret
 
 
 # Quotas.

@@ -6,18 +6,21 @@ and nothing here needs the event loop.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+import httpx
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from app import lifecycle
+from app import callback_urls, lifecycle
 from app.context import Context
 from app.formats import DatasetError, DatasetInfo, inspect_dataset
 from app.services import access, queries
+from app.settings import get_settings
 from app.tables import Audit
 from app.uploads import Upload
 from app.views import to_read
@@ -35,6 +38,7 @@ class Refused(Exception):
 
 
 MAX_SEED = 2**63 - 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_NAME = 200
 MAX_URL = 2048
 
@@ -87,21 +91,38 @@ class Options(BaseModel):
     @field_validator("name", mode="before")
     @classmethod
     def _name(cls, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > MAX_NAME:
+        if not isinstance(value, str):
+            return value
+        # A name is shown in pages, logs and terminals: control characters only garble them.
+        value = _CONTROL.sub("", value).strip()
+        if len(value) > MAX_NAME:
             raise _refusal(f"name must be at most {MAX_NAME} characters")
-        return value
+        return value or None
 
     @field_validator("callback_url", mode="before")
     @classmethod
-    def _callback_url(cls, value: Any) -> Any:
+    def _callback_url(cls, value: Any, info: ValidationInfo) -> Any:
         try:
             parts = urlsplit(value)
         except (ValueError, TypeError):  # e.g. an unclosed IPv6 bracket
             parts = urlsplit("")
+        not_a_url = _refusal(f"callback_url must be an http(s) URL; got {value!r}")
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise _refusal(f"callback_url must be an http(s) URL; got {value!r}")
+            raise not_a_url
         if len(value) > MAX_URL:
             raise _refusal(f"callback_url must be at most {MAX_URL} characters")
+        # An address or a localhost name is refused now, as written and as the worker's HTTP
+        # client reads it; any other name is resolved and checked at each delivery
+        # (app/callback_urls.py). The settings come in the validation context when the caller
+        # has them, as the process's own otherwise.
+        settings = (info.context or {}).get("settings") or get_settings()
+        try:
+            callback_urls.check_host(parts.hostname or "", settings.webhook_networks)
+            callback_urls.check_host(httpx.URL(value).host, settings.webhook_networks)
+        except callback_urls.AddressRefused as exc:
+            raise _refusal(str(exc)) from None
+        except httpx.InvalidURL:
+            raise not_a_url from None
         return value
 
     @field_validator("reuse", mode="before")
@@ -155,12 +176,13 @@ def submit(context: Context, tenant: str, upload: Upload, options: Options) -> S
     return Submitted(to_read(audit), reused=False)
 
 
-def check_room(context: Context, tenant: str) -> None:
-    """``Refused`` (429) when the tenant is at its quota already: checked before an upload's
-    body is read, and again, under the tenant's lock, when the audit is created."""
+def check_room(context: Context, tenant: str, *, declared_bytes: int = 0) -> None:
+    """``Refused`` (429) when the tenant is at its quota already, or has no room for
+    ``declared_bytes`` (the least the upload's declared length can hold): checked before an
+    upload's body is read, and again, under the tenant's lock, when the audit is created."""
     try:
         with context.reads() as session:
-            access.check_quota(session, tenant, context.settings, adding_bytes=0)
+            access.check_quota(session, tenant, context.settings, adding_bytes=declared_bytes)
     except access.QuotaExceeded as exc:
         raise Refused(429, str(exc)) from exc
 

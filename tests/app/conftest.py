@@ -44,3 +44,14 @@ def npz_path(tmp_path: Path, small_fashion: tuple[np.ndarray, np.ndarray]) -> Pa
     path = tmp_path / "fashion.npz"
     write_npz(path, images, labels)
     return path
+
+
+@pytest.fixture
+def auth_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"auth": True, "auth_cache_s": 0.0})
+
+
+@pytest.fixture
+def api(auth_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(auth_settings)) as client:
+        yield client

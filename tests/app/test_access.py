@@ -17,23 +17,11 @@ from fastapi.testclient import TestClient
 
 from app.cli import main
 from app.db import make_engine, make_sessionmaker, transaction
-from app.main import create_app
 from app.services import access
 from app.settings import Settings, get_settings
 from app.tables import ApiKey, Audit
 from tests.app.test_api import context_of, finish_with_scores, upload
 from tests.dataset_files import write_npz
-
-
-@pytest.fixture
-def auth_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"auth": True, "auth_cache_s": 0.0})
-
-
-@pytest.fixture
-def api(auth_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(auth_settings)) as client:
-        yield client
 
 
 def make_key(settings: Settings, tenant: str) -> str:

@@ -367,7 +367,11 @@ def test_the_same_content_preset_and_seed_is_answered_by_the_earlier_audit(
 
 def test_a_callback_url_is_kept_and_checked(client: TestClient, npz_path: Path) -> None:
     audit = upload(client, npz_path, callback_url="https://ci.example/hooks/audit").json()
-    assert audit["webhook"] == {"url": "https://ci.example/hooks/audit", "deliveries": []}
+    assert audit["webhook"] == {
+        "url": "https://ci.example/hooks/audit",
+        "state": "pending",
+        "deliveries": [],
+    }
     assert upload(client, npz_path, reuse="false").json()["webhook"] is None
     for bad in ("ftp://example.org/x", "not a url", "https://" + "a" * 2100):
         response = upload(client, npz_path, callback_url=bad, reuse="false")

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import time
 
-from app.webhooks import sign, verify
+from app.webhooks import (
+    EVENT,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    new_secret,
+    sign,
+    signed_headers,
+    verify,
+)
 
 BODY = b'{"event": "audit.finished"}'
 
@@ -24,3 +33,13 @@ def test_an_old_or_malformed_timestamp_is_refused() -> None:
     assert not verify("secret", str(then), BODY, sign("secret", str(then), BODY))
     assert verify("secret", str(then), BODY, sign("secret", str(then), BODY), now=then + 60)
     assert not verify("secret", "yesterday", BODY, sign("secret", "yesterday", BODY))
+
+
+def test_signed_headers_carry_a_fresh_signature_under_the_given_secret() -> None:
+    secret = new_secret()
+    assert secret.startswith("whsec_")
+    assert new_secret() != secret
+    headers = signed_headers(secret, BODY)
+    assert headers[EVENT_HEADER] == EVENT
+    assert verify(secret, headers[TIMESTAMP_HEADER], BODY, headers[SIGNATURE_HEADER])
+    assert not verify(new_secret(), headers[TIMESTAMP_HEADER], BODY, headers[SIGNATURE_HEADER])

@@ -17,11 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.queue import QUEUE, WEBHOOK_QUEUE
 from app.settings import Settings
 from dataset_audit.client import API_KEY_ENV, AuditClient
 
 WORKER_START_S = 90
-WEBHOOK_SECRET = "test-webhook-secret"
+# The tests' webhook receivers listen on loopback, which deliveries refuse unless allowed.
+LOOPBACK = "127.0.0.1/32"
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +36,8 @@ def service_settings(
         broker_url=redis_url,
         progress_interval_s=0.2,
         worker_device="cpu",
-        webhook_secret=WEBHOOK_SECRET,
         webhook_retry_base_s=0.5,
+        webhook_allowed_networks=LOOPBACK,
     )
 
 
@@ -48,19 +50,20 @@ def service_env(settings: Settings) -> dict[str, str]:
         "BROKER_URL": settings.resolved_broker_url,
         "PROGRESS_INTERVAL_S": str(settings.progress_interval_s),
         "WORKER_DEVICE": settings.worker_device,
-        "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "WEBHOOK_RETRY_BASE_S": str(settings.webhook_retry_base_s),
+        "WEBHOOK_ALLOWED_NETWORKS": settings.webhook_allowed_networks,
     }
 
 
 @pytest.fixture(scope="session")
 def celery_worker(service_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    """A real worker process, as deployed: ``celery -A worker.celery_app worker``."""
+    """A real worker process, as ``dataset-audit serve`` runs it: audits and webhooks."""
     log_path = service_settings.data_dir / "worker.log"
     env = service_env(service_settings)
     command = [
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
         "--pool=solo", "--loglevel=INFO", "--hostname", f"test.{os.getpid()}@localhost",
+        "-Q", f"{QUEUE},{WEBHOOK_QUEUE}",
     ]  # fmt: skip
     with log_path.open("wb") as log:
         worker = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

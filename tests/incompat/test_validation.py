@@ -97,3 +97,22 @@ def test_cuda_refused_where_absent() -> None:
     images, labels = _data()
     with pytest.raises(ValueError, match="CUDA is not available"):
         detect(images, labels, config="tiny", device="cuda")
+
+
+def test_errors_say_whose_move_it_is() -> None:
+    """A dataset's fault, the configuration's, or the machine's: each its own type, so that the
+    service tells the dataset's owner, the operator or the worker's keeper."""
+    import torch
+
+    from incompat import DeviceUnavailableError, InvalidConfigError, InvalidDatasetError
+
+    images, labels = _data()
+    with pytest.raises(InvalidDatasetError):
+        detect(images[:10], labels[:10], config="tiny")
+    with pytest.raises(InvalidConfigError):
+        detect(images, labels, config="huge")
+    with pytest.raises(InvalidConfigError):
+        detect(images, labels, config="tiny", device="gpu")
+    if torch.cuda.device_count() < 8:
+        with pytest.raises(DeviceUnavailableError):
+            detect(images, labels, config="tiny", device="cuda:7")
