@@ -43,10 +43,13 @@ def post(
         address = pick(_resolve(parsed.host, port, deadline), allowed)
     except AddressRefused as exc:
         return Attempt(False, f"refused: {exc}")
-    except (OSError, TimeoutError, httpx.InvalidURL) as exc:
+    except (OSError, ValueError, httpx.InvalidURL) as exc:  # ValueError: e.g. an IDNA error
         return Attempt(False, f"could not resolve the host: {type(exc).__name__}: {exc}")
     transport = PinnedTransport(str(address), deadline)
-    with httpx.Client(transport=transport, follow_redirects=False, trust_env=False) as client:
+    # Each operation may take what is left of the deadline (the backend cuts it there).
+    with httpx.Client(
+        transport=transport, timeout=deadline_s, follow_redirects=False, trust_env=False
+    ) as client:
         try:
             with client.stream("POST", url, content=body, headers=headers) as response:
                 status = response.status_code  # the body is not read: only the status counts
@@ -92,10 +95,12 @@ class PinnedTransport(httpx.HTTPTransport):
     host, and cuts every operation at ``deadline`` (time.monotonic())."""
 
     def __init__(self, address: str, deadline: float) -> None:
-        super().__init__(trust_env=False)
-        # httpx takes no network backend; its pool does (the ssl context verifies as httpx's).
+        # httpx's own verification (certifi's CAs, or SSL_CERT_FILE's when set).
+        ssl_context = httpx.create_ssl_context()
+        super().__init__(verify=ssl_context, trust_env=False)
+        # httpx takes no network backend; its pool does.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ssl_context,
             max_connections=1,
             network_backend=_PinnedBackend(address, deadline),
         )

@@ -55,7 +55,7 @@ async def upload_form(request: Request, context: ContextDep, tenant: TenantDep) 
     except UploadError as exc:
         raise HTTPException(exc.status_code, exc.detail) from exc
     try:
-        options = submission.Options.model_validate(upload.fields)
+        options = submission.Options.model_validate(upload.fields, context={"settings": settings})
     except ValidationError as exc:
         upload.discard()
         raise HTTPException(422, "; ".join(error["msg"] for error in exc.errors())) from exc

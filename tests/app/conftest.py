@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.context import Context
 from app.main import create_app
 from app.migrate import upgrade
 from app.settings import Settings
@@ -55,3 +56,14 @@ def auth_settings(settings: Settings) -> Settings:
 def api(auth_settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(auth_settings)) as client:
         yield client
+
+
+@pytest.fixture
+def webhook_context(settings: Settings) -> Iterator[Context]:
+    """A worker's context on the test's database, for webhook deliveries: short attempts, two
+    of them."""
+    context = Context.from_settings(
+        settings.model_copy(update={"webhook_timeout_s": 3.0, "webhook_max_attempts": 2})
+    )
+    yield context
+    context.close()
