@@ -38,11 +38,13 @@ async def upload_form(request: Request, context: ContextDep, tenant: TenantDep) 
     """The received form; 4xx before the body is read when the tenant is at its quota, while
     it is read when it is too large or malformed, and after when an option is wrong."""
     settings = context.settings
-    declared = request.headers.get("content-length", "")
     # The file is at least the body less its framing: a quota it cannot fit is refused unread.
-    least = (
-        max(0, int(declared) - FRAMING_BYTES) if declared.isascii() and declared.isdigit() else 0
-    )
+    # (A malformed length, or one over the upload limit, is the upload reader's to refuse.)
+    declared = request.headers.get("content-length", "")
+    well_formed = declared.isascii() and declared.isdigit() and len(declared) <= 18
+    least = max(0, int(declared) - FRAMING_BYTES) if well_formed else 0
+    if least > settings.max_upload_bytes:
+        least = 0
     await run_in_threadpool(_check_room, context, tenant, least)
     try:
         upload = await receive_upload(
