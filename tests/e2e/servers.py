@@ -9,6 +9,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -134,3 +135,13 @@ def wait_for(client: httpx.Client | TestClient, url: str, predicate, timeout: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting on {url}: {body}")
         time.sleep(0.1)
+
+
+def until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Whether ``condition`` came true within ``seconds`` (polled every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
 from app.settings import Settings
+from tests.e2e.servers import until
 
 BOUNDARY = "hostileboundary"
 HUGE_HEADER = 100_000
@@ -57,15 +57,6 @@ def audit_count(url: str) -> int:
     return total
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def new_log(log_path: Path, start: int) -> str:
     return log_path.read_bytes()[start:].decode("utf-8", "replace")
 
@@ -91,10 +82,10 @@ def test_an_abandoned_upload_leaves_no_spool_file_and_no_audit(
             sock.sendall(bytes(2**15))
             time.sleep(0.05)
         # The server is spooling the file: the test abandons a real upload in progress.
-        assert wait_for(lambda: len(spooled(service_settings)) == 1), "no upload was spooled"
+        assert until(lambda: len(spooled(service_settings)) == 1), "no upload was spooled"
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     # Closed with a reset, as a client killed midway; the server notices and cleans up.
-    assert wait_for(lambda: not spooled(service_settings)), spooled(service_settings)
+    assert until(lambda: not spooled(service_settings)), spooled(service_settings)
     assert audit_count(service_url) == audits
     assert httpx.get(f"{service_url}/healthz", timeout=10).status_code == 200
     assert "Traceback" not in new_log(log_path, log_start)  # a disconnect is no server error
@@ -108,8 +99,8 @@ def test_a_body_shorter_than_its_length_leaves_nothing(
     audits = audit_count(service_url)
     with connect(service_url) as sock:
         sock.sendall(upload_head(service_url, content_length=2**20) + bytes(1000))
-        assert wait_for(lambda: len(spooled(service_settings)) == 1)
-    assert wait_for(lambda: not spooled(service_settings)), spooled(service_settings)
+        assert until(lambda: len(spooled(service_settings)) == 1)
+    assert until(lambda: not spooled(service_settings)), spooled(service_settings)
     assert audit_count(service_url) == audits
 
 

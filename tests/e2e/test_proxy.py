@@ -4,8 +4,7 @@ stream through, what nginx refuses never reaches the API, and each address has i
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tests.e2e.raw_http import (
     until_closed,
     wait_until_answers,
 )
+from tests.e2e.servers import until
 
 pytestmark = pytest.mark.skipif(nginx_local.NGINX is None, reason="nginx is not installed")
 
@@ -79,15 +79,6 @@ def upload_head(content_length: int) -> bytes:
     ).encode()
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_an_upload_goes_through(
     proxied: Proxied, small_fashion: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
@@ -103,8 +94,8 @@ def test_an_upload_streams_to_the_api_as_it_arrives(proxied: Proxied) -> None:
     """nginx does not hold the body back until it is whole (proxy_request_buffering off)."""
     with connect(proxied.port) as sock:
         sock.sendall(upload_head(50 * MB) + bytes(2**18))  # 256 KiB of 50 MB
-        assert wait_for(lambda: len(proxied.spooled()) == 1), "the API received nothing yet"
-    assert wait_for(lambda: not proxied.spooled()), proxied.spooled()
+        assert until(lambda: len(proxied.spooled()) == 1), "the API received nothing yet"
+    assert until(lambda: not proxied.spooled()), proxied.spooled()
 
 
 def test_a_body_over_max_upload_bytes_is_refused_by_the_proxy(proxied: Proxied) -> None:
@@ -134,14 +125,14 @@ def test_requests_in_progress_are_capped_per_address(proxied: Proxied) -> None:
     try:
         for sock in uploads:
             sock.sendall(upload_head(50 * MB) + bytes(1024))
-        assert wait_for(lambda: len(proxied.spooled()) == PER_ADDRESS), len(proxied.spooled())
+        assert until(lambda: len(proxied.spooled()) == PER_ADDRESS), len(proxied.spooled())
         with connect(proxied.port) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert read_response(sock)[0] == 429
     finally:
         for sock in uploads:
             sock.close()
-    assert wait_for(lambda: not proxied.spooled()), proxied.spooled()
+    assert until(lambda: not proxied.spooled()), proxied.spooled()
     with connect(proxied.port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert until_closed(sock, 10).startswith(b"HTTP/1.1 200")
