@@ -1,8 +1,9 @@
 # dataset-audit images. Build one target at a time (docker compose builds both):
 #   docker build --target api -t dataset-audit-api .       # FastAPI; also runs `alembic upgrade head`
 #   docker build --target worker -t dataset-audit-worker .  # Celery worker with torch (CUDA build)
-# Dependencies come from pyproject.toml alone (docker/requirements.py), installed before the source
-# is copied so that a code change rebuilds only the last layers. See docs/DEPLOY.md.
+# Dependencies come from pyproject.toml alone (docker/requirements.py), with the s3 extra (s3fs, for
+# STORAGE_URL=s3://...), installed before the source is copied so that a code change rebuilds only
+# the last layers. See docs/DEPLOY.md.
 
 FROM python:3.11-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,11 +20,11 @@ RUN groupadd --system --gid 10001 audit \
     && chown audit:audit /data
 WORKDIR /srv/dataset-audit
 
-# The runtime requirements, split: torch alone, and everything else.
+# The runtime requirements, split: torch alone, and everything else (object storage included).
 FROM base AS requirements
 COPY pyproject.toml docker/requirements.py /tmp/build/
 RUN python /tmp/build/requirements.py --pyproject /tmp/build/pyproject.toml \
-        --exclude torch -o /tmp/requirements/api.txt \
+        --exclude torch --extra s3 -o /tmp/requirements/api.txt \
     && python /tmp/build/requirements.py --pyproject /tmp/build/pyproject.toml \
         --only torch -o /tmp/requirements/torch.txt
 

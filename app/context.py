@@ -42,7 +42,7 @@ class Context:
             engine=engine,
             sessions=make_sessionmaker(engine),
             reads=make_sessionmaker(_read_only(engine)),
-            storage=Storage(settings.resolved_storage_url),
+            storage=Storage.from_settings(settings),
             celery=make_celery(settings),
             keys=KeyCache(ttl_s=settings.auth_cache_s),
         )

@@ -6,6 +6,11 @@
                            └──give_back──────┘  (worker stopping, worker silent or dead)
     finished ──delete──▶ gone
 
+With ``AUDIT_PARALLEL_BAGS`` an audit also has parts (app/parts.py): its bags and its probe,
+each a task that any worker may run. The first part to start makes the audit running, with no
+worker of its own; the parts' workers keep its heartbeat. When the last part is done, ``claim``
+gives the audit to one worker, which merges the parts and ends it as above.
+
 Each transition is one conditional UPDATE, so two actors racing for an audit (a worker claiming
 it while its owner cancels, a reconciler re-queueing it while its slow worker finishes) cannot
 both win: the loser sees no row changed. Every write a worker makes is conditional on it still
@@ -26,18 +31,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import Update, delete, func, or_, select, update
+from sqlalchemy import Update, case, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
 from app.context import Context
 from app.db import transaction
 from app.outcome import Outcome, store_outcome
-from app.queue import send_audit
+from app.queue import send_audit, send_part
 from app.services import access
-from app.tables import Audit, utcnow
+from app.tables import Audit, AuditPart, utcnow
 from app.webhook_queue import queue_deliveries
 from dataset_audit.schemas import AuditStatus, ErrorCode
+from incompat.config import get_preset
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,12 @@ def create(context: Context, audit: Audit) -> Audit:
             session, audit.tenant, context.settings, adding_bytes=audit.dataset_bytes
         )
         session.add(audit)
+        if context.settings.audit_parallel_bags:
+            session.flush()  # the parts' foreign key needs the audit's row
+            session.add_all(
+                AuditPart(audit_id=audit.id, part=name, progress_total=total)
+                for name, total in parts_of(audit.preset)
+            )
     # When the broker is down the audit stays queued, undispatched: the reconciler sends it.
     dispatch(context, [audit.id])
     return audit
@@ -81,6 +93,10 @@ def cancel(context: Context, audit_id: uuid.UUID) -> None:
     with transaction(context.sessions) as session:
         cancelled = _end(
             session, _is(audit_id, QUEUED), AuditStatus.CANCELLED, "cancelled before it started"
+        )
+        # In parts, no one worker holds it: their next writes find it cancelled, and they stop.
+        cancelled = cancelled or _end(
+            session, _in_parts(audit_id), AuditStatus.CANCELLED, "cancelled while running"
         )
         if not cancelled:
             session.execute(_update(_is(audit_id, RUNNING)).values(cancel_requested=True))
@@ -99,14 +115,30 @@ def delete_finished(context: Context, audit_id: uuid.UUID) -> bool:
 
 
 def dispatch(context: Context, audit_ids: list[uuid.UUID]) -> int:
-    """Send the audits' tasks and record which the broker took; the number sent. An audit records
-    when the broker took its task (``dispatched_at``), so one whose task never arrived (the broker
-    was down) or was forgotten (it restarted empty) is sent again by the reconciler. A task sent
-    twice is harmless: the first claim wins and the other finds nothing to do."""
+    """Send the audits' tasks (an audit in parts: the tasks of its parts not done, or its merge
+    once they all are) and record which the broker took; the number of audits sent. An audit or
+    part records when the broker took its task (``dispatched_at``), so one whose task never
+    arrived (the broker was down) or was forgotten (it restarted empty) is sent again by the
+    reconciler. A task sent twice is harmless: the first claim wins and the other finds nothing
+    to do."""
+    with context.sessions() as session:
+        pending = session.execute(
+            select(AuditPart.audit_id, AuditPart.part).where(
+                AuditPart.audit_id.in_(audit_ids), AuditPart.status != "done"
+            )
+        ).all()
+    parts: dict[uuid.UUID, list[str]] = {}
+    for audit_id, part in pending:
+        parts.setdefault(audit_id, []).append(part)
     sent: list[uuid.UUID] = []
+    sent_parts: list[tuple[uuid.UUID, str]] = []
     for audit_id in audit_ids:
         try:
-            send_audit(context.celery, audit_id)
+            for part in parts.get(audit_id, []):
+                send_part(context.celery, audit_id, part)
+                sent_parts.append((audit_id, part))
+            if audit_id not in parts:
+                send_audit(context.celery, audit_id)
         except Exception as exc:  # left undispatched: the reconciler tries again
             log.warning("could not queue audit %s: %s", audit_id, exc)
             break  # the broker is down: the rest would fail too
@@ -114,11 +146,17 @@ def dispatch(context: Context, audit_ids: list[uuid.UUID]) -> int:
     if sent:
         try:
             with transaction(context.sessions) as session:
+                now = utcnow()
                 session.execute(
-                    _update(Audit.id.in_(sent) & (Audit.status == QUEUED)).values(
-                        dispatched_at=utcnow()
-                    )
+                    _update(Audit.id.in_(sent) & (Audit.status == QUEUED)).values(dispatched_at=now)
                 )
+                for audit_id, part in sent_parts:
+                    session.execute(
+                        update(AuditPart)
+                        .where(AuditPart.audit_id == audit_id, AuditPart.part == part)
+                        .values(dispatched_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
         except Exception as exc:  # they were sent; at worst the reconciler sends them again
             log.warning("could not record %d dispatched audits: %s", len(sent), exc)
     return len(sent)
@@ -128,22 +166,28 @@ def dispatch(context: Context, audit_ids: list[uuid.UUID]) -> int:
 
 
 def claim(context: Context, audit_id: uuid.UUID, *, worker: str) -> Audit | None:
-    """Take the audit for this worker: a queued audit, or a running one whose worker has stopped
-    reporting. None when it is finished, cancelled, gone, or held by a live worker, which makes a
-    redelivered task a no-op."""
+    """Take the audit for this worker: a queued audit, a running one whose worker has stopped
+    reporting, or one whose parts are all done (to merge them). None when it is finished,
+    cancelled, gone, held by a live worker, or has parts to run, which makes a redelivered task a
+    no-op and an audit's merge happen once."""
     now = utcnow()
     stale = now - timedelta(seconds=context.settings.heartbeat_timeout_s)
+    merging = (Audit.status == RUNNING) & Audit.worker.is_(None)
     with transaction(context.sessions) as session:
         claimed = session.execute(
             _update(
                 (Audit.id == audit_id)
+                & ~_has_parts_to_run()
                 & or_(
-                    Audit.status == QUEUED, (Audit.status == RUNNING) & (Audit.heartbeat_at < stale)
+                    Audit.status == QUEUED,
+                    merging,
+                    (Audit.status == RUNNING) & (Audit.heartbeat_at < stale),
                 )
             ).values(
                 status=RUNNING,
                 worker=worker,
-                attempts=Audit.attempts + 1,
+                # The merge continues the parts' attempt.
+                attempts=case((merging, Audit.attempts), else_=Audit.attempts + 1),
                 started_at=func.coalesce(Audit.started_at, now),
                 claimed_at=now,
                 heartbeat_at=now,
@@ -242,19 +286,63 @@ def give_back_orphans(context: Context, died: Callable[[str], bool]) -> list[uui
     return [audit_id for audit_id, _ in orphans]
 
 
+# --- an audit in parts (app/parts.py moves the parts) ------------------------------------------
+
+
+def start_in_parts(session: Session, audit_id: uuid.UUID, *, part_attempt: int) -> bool:
+    """A part starts, for the ``part_attempt``-th time: the audit runs, unless it ended, is being
+    merged, or was asked to stop. Its attempts are the most any of its parts has had (a queued
+    audit starts another). Locks the audit's row for the rest of the transaction."""
+    now = utcnow()
+    queued = Audit.status == QUEUED
+    attempts = case((queued, Audit.attempts + 1), else_=Audit.attempts)
+    started = session.execute(
+        _update(
+            (Audit.id == audit_id)
+            & (queued | _in_parts(audit_id))
+            & Audit.worker.is_(None)
+            & ~Audit.cancel_requested
+        ).values(
+            status=RUNNING,
+            attempts=case((attempts < part_attempt, part_attempt), else_=attempts),
+            started_at=func.coalesce(Audit.started_at, now),
+            claimed_at=case((queued, now), else_=Audit.claimed_at),
+            heartbeat_at=now,
+            dispatched_at=None,
+        )
+    )
+    return bool(started.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def beat_in_parts(session: Session, audit_id: uuid.UUID, **progress: object) -> bool:
+    """A part's worker is alive (and the audit's progress, when given); False when the audit no
+    longer runs in parts. Locks the audit's row for the rest of the transaction."""
+    beat = session.execute(_update(_in_parts(audit_id)).values(heartbeat_at=utcnow(), **progress))
+    return bool(beat.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def end_in_parts(context: Context, audit_id: uuid.UUID, ending: Ending) -> bool:
+    """End an audit running in parts, failed or cancelled (a part's error, its cancel)."""
+    with transaction(context.sessions) as session:
+        ended = _end(session, _in_parts(audit_id), ending.status, ending.error, ending.code)
+    _notify(context, ended)
+    return bool(ended)
+
+
 # --- the reconciler's side -----------------------------------------------------------------------
 
 
 def recover_silent(context: Context) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """Re-queue the running audits whose worker has written no heartbeat for
     ``HEARTBEAT_TIMEOUT_S`` (killed, out of memory, its machine gone), or fail them after
-    ``MAX_ATTEMPTS`` starts; (re-queued, failed). The caller sends the re-queued ones."""
+    ``MAX_ATTEMPTS`` starts; (re-queued, failed). The caller sends the re-queued ones. An audit
+    in parts is not held by one worker: ``parts.recover_silent`` looks after its parts."""
     settings = context.settings
     stale = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
     with context.sessions() as session:
         silent = session.execute(
             select(Audit.id, Audit.attempts, Audit.worker).where(
-                Audit.status == RUNNING, Audit.heartbeat_at < stale
+                Audit.status == RUNNING, Audit.heartbeat_at < stale, Audit.worker.is_not(None)
             )
         ).all()
     requeued: list[uuid.UUID] = []
@@ -319,6 +407,23 @@ def _is(audit_id: uuid.UUID, status: AuditStatus) -> ColumnElement[bool]:
 
 def _held(audit_id: uuid.UUID, worker: str) -> ColumnElement[bool]:
     return _is(audit_id, RUNNING) & (Audit.worker == worker)
+
+
+def _in_parts(audit_id: uuid.UUID) -> ColumnElement[bool]:
+    """Running in parts: no single worker holds it (until the merge is claimed)."""
+    return _is(audit_id, RUNNING) & Audit.worker.is_(None)
+
+
+def _has_parts_to_run() -> ColumnElement[bool]:
+    return exists().where(AuditPart.audit_id == Audit.id, AuditPart.status != "done")
+
+
+def parts_of(preset: str) -> list[tuple[str, int]]:
+    """The parts of an audit run with ``preset`` and their progress totals: one per bag (its
+    learners), and the probe if it has one."""
+    config = get_preset(preset)
+    bags = [(f"bag-{k}", config.clusters_per_bag) for k in range(config.bags)]
+    return bags + ([("probe", 1)] if config.probe_steps else [])
 
 
 def _beat(session: Session, audit_id: uuid.UUID, worker: str) -> bool:

@@ -10,6 +10,7 @@ from celery import Celery
 from app.settings import Settings
 
 RUN_AUDIT = "audit.run"
+RUN_PART = "audit.part"
 NOTIFY = "audit.notify"
 QUEUE = "audits"
 # Webhook deliveries have their own queue and workers: a tenant's slow receiver holds a delivery
@@ -55,6 +56,16 @@ def send_audit(celery: Celery, audit_id: uuid.UUID) -> None:
     celery.send_task(
         RUN_AUDIT,
         args=[str(audit_id)],
+        queue=QUEUE,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    )
+
+
+def send_part(celery: Celery, audit_id: uuid.UUID, part: str) -> None:
+    celery.send_task(
+        RUN_PART,
+        args=[str(audit_id), part],
         queue=QUEUE,
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},

@@ -6,6 +6,8 @@ several at once do no harm) it
 - re-queues a running audit whose worker stopped writing heartbeats (killed, out of memory, its
   machine gone) for ``HEARTBEAT_TIMEOUT_S``; the next worker resumes it from its checkpoint. After
   ``MAX_ATTEMPTS`` starts it fails the audit instead, with the reason;
+- does the same for the parts of an audit run in parts (app/parts.py), part by part, and sends
+  the merge of one whose parts are all done but which no one merged;
 - fails a running audit past its time limit whose worker, though alive, does not stop it;
 - sends again the queued audits whose task the broker never took (it was down) or forgot (it
   restarted empty). A broker forgets everything at once, so the reconciler keeps a sentinel
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from app import lifecycle
+from app import lifecycle, parts
 from app.context import Context
 from app.tables import utcnow
 
@@ -44,6 +46,7 @@ TIME_LIMIT_GRACE_S = 300.0
 @dataclass
 class Reconciled:
     requeued: list[uuid.UUID] = field(default_factory=list)
+    requeued_parts: list[tuple[uuid.UUID, str]] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
     broker_forgot: bool = False
     sent: int = 0
@@ -53,6 +56,8 @@ def reconcile(context: Context) -> Reconciled:
     """One pass; safe to run from any number of processes at once."""
     done = Reconciled()
     done.requeued, done.failed = lifecycle.recover_silent(context)
+    done.requeued_parts, failed_in_parts = parts.recover_silent(context)
+    done.failed += failed_in_parts
     done.failed += lifecycle.fail_overdue(context, grace_s=TIME_LIMIT_GRACE_S)
     done.broker_forgot = broker_forgot(context.celery)
     waiting = lifecycle.undispatched(
@@ -60,10 +65,11 @@ def reconcile(context: Context) -> Reconciled:
     )
     to_send = [*done.requeued, *(a for a in waiting if a not in done.requeued)]
     done.sent = lifecycle.dispatch(context, to_send)
-    if done.requeued or done.failed or done.sent:
+    done.sent += parts.send(context, parts.undispatched(context, everything=done.broker_forgot))
+    if done.requeued or done.requeued_parts or done.failed or done.sent:
         log.info(
-            "reconciled: %d re-queued, %d failed, %d sent%s",
-            len(done.requeued), len(done.failed), done.sent,
+            "reconciled: %d re-queued, %d parts re-queued, %d failed, %d sent%s",
+            len(done.requeued), len(done.requeued_parts), len(done.failed), done.sent,
             " (the broker had lost its tasks)" if done.broker_forgot else "",
         )  # fmt: skip
     return done

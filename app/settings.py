@@ -3,16 +3,17 @@
 Every URL defaults to a file under ``DATA_DIR``, so the embedded default needs no server:
 SQLite for the database, kombu's SQLAlchemy transport (another SQLite file) for the broker, and a
 local folder for stored uploads. Setting ``DATABASE_URL`` and ``BROKER_URL`` switches to PostgreSQL
-and Redis; ``STORAGE_URL`` to any fsspec URL (``s3://bucket/prefix``) shared by API and workers.
+and Redis; ``STORAGE_URL`` to object storage (``s3://bucket/prefix``, which needs s3fs: the
+images carry it, ``pip install 'dataset-audit[s3]'`` elsewhere) shared by API and workers.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.callback_urls import IPNetwork, parse_networks
@@ -31,6 +32,16 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     storage_url: str | None = None
+    # Object storage (``STORAGE_URL=s3://bucket/prefix``, with the s3 extra): an S3-compatible
+    # server's address (MinIO, SeaweedFS; unset for AWS) and its credentials. Unset ones fall
+    # back to the AWS chain (AWS_ACCESS_KEY_ID ..., ~/.aws, an instance role).
+    storage_endpoint_url: str | None = None
+    storage_key: str | None = None
+    storage_secret: SecretStr | None = None
+    storage_region: str | None = None
+    # A worker keeps the datasets it downloaded from object storage under ``data_dir/cache``, up
+    # to this many bytes, so that the bags of one audit do not each download it again.
+    storage_cache_bytes: int = Field(default=20 * 2**30, ge=0)
 
     max_upload_bytes: int = Field(default=8 * 2**30, gt=0)
     # Requests with more header bytes than this are refused with 431.
@@ -67,6 +78,9 @@ class Settings(BaseSettings):
     # How often the API's reconciler looks for lost audits and a broker that lost its tasks
     # (0: never).
     reconcile_interval_s: float = Field(default=30.0, ge=0)
+    # Each of an audit's bags (and its trigger-group probe) is a task of its own, so several
+    # workers share one audit; false runs an audit as one task on one worker.
+    audit_parallel_bags: bool = True
     # The device the worker's engine runs on: "auto" picks CUDA when present.
     worker_device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     # Webhooks: each delivery is signed with its tenant's secret (``dataset-audit tenants set``)
@@ -80,6 +94,14 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_max_outstanding: int = Field(default=20, ge=1)
     webhook_allowed_networks: str = ""
+
+    @field_validator(
+        "storage_endpoint_url", "storage_key", "storage_secret", "storage_region", mode="before"
+    )
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # Compose passes an unset variable on as "" (``${STORAGE_KEY:-}``): it means "not set".
+        return None if value == "" else value
 
     @field_validator("webhook_allowed_networks")
     @classmethod
@@ -130,6 +152,24 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or str(self.data_dir / "storage")
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """s3fs's arguments for an ``s3://`` storage URL, from the settings that are set."""
+        if not self.resolved_storage_url.startswith(("s3://", "s3a://")):
+            return {}
+        client = {"endpoint_url": self.storage_endpoint_url, "region_name": self.storage_region}
+        secret = self.storage_secret.get_secret_value() if self.storage_secret else None
+        options: dict[str, Any] = {
+            "key": self.storage_key,
+            "secret": secret,
+            "client_kwargs": {name: value for name, value in client.items() if value},
+        }
+        return {name: value for name, value in options.items() if value}
+
+    @property
+    def storage_cache_dir(self) -> Path:
+        return self.data_dir / "cache"
 
 
 @lru_cache

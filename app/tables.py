@@ -139,6 +139,29 @@ class Audit(Base):
     )
 
 
+class AuditPart(Base):
+    """A share of an audit that any worker may run on its own: one bag's clustering, or the
+    trigger-group probe (``AUDIT_PARALLEL_BAGS``). When the last part is done, one worker merges
+    their results (app/parts.py)."""
+
+    __tablename__ = "audit_parts"
+
+    audit_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("audits.id", ondelete="CASCADE"), primary_key=True
+    )
+    part: Mapped[str] = mapped_column(String(16), primary_key=True)  # "bag-0", ..., "probe"
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued, running, done
+    worker: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the broker last took the part's task; None: the reconciler sends it.
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_audit_parts_status", "status"),)
+
+
 class AuditScores(Base):
     """Every sample's score as little-endian float32 bytes (4 MB for a million samples)."""
 

@@ -3,8 +3,8 @@
 The Dockerfile installs dependencies before the source, for layer caching, and the API image
 without torch; this keeps ``[project].dependencies`` the only list of them::
 
-    python docker/requirements.py --exclude torch -o api.txt   # everything but torch
-    python docker/requirements.py --only torch -o torch.txt    # torch alone, as pinned
+    python docker/requirements.py --exclude torch --extra s3 -o api.txt  # all but torch, and s3fs
+    python docker/requirements.py --only torch -o torch.txt               # torch alone, as pinned
 
 Standard library only: it runs in a bare ``python`` build stage.
 """
@@ -34,10 +34,15 @@ def requirement_name(requirement: str) -> str:
     return normalize(match.group(1))
 
 
-def dependencies(pyproject: Path) -> list[str]:
+def dependencies(pyproject: Path, extras: Sequence[str] = ()) -> list[str]:
+    """``[project].dependencies``, then those of the optional ``extras``."""
     with pyproject.open("rb") as file:
         project = tomllib.load(file)["project"]
-    return list(project["dependencies"])
+    optional = project.get("optional-dependencies", {})
+    unknown = sorted(set(extras) - set(optional))
+    if unknown:
+        raise ValueError(f"not in [project.optional-dependencies]: {', '.join(unknown)}")
+    return [*project["dependencies"], *(r for extra in extras for r in optional[extra])]
 
 
 def select(
@@ -63,10 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"))
     parser.add_argument("--exclude", action="append", default=[], metavar="NAME")
     parser.add_argument("--only", action="append", default=[], metavar="NAME")
+    parser.add_argument("--extra", action="append", default=[], metavar="EXTRA")
     parser.add_argument("-o", "--output", type=Path, help="default: standard output")
     args = parser.parse_args(argv)
     try:
-        selected = select(dependencies(args.pyproject), exclude=args.exclude, only=args.only)
+        requirements = dependencies(args.pyproject, args.extra)
+        selected = select(requirements, exclude=args.exclude, only=args.only)
     except ValueError as exc:
         parser.error(str(exc))
     text = "".join(f"{r}\n" for r in selected)

@@ -1,5 +1,5 @@
-"""Shared fixtures: real Fashion-MNIST images (Debian's dataset-fashion-mnist), and the real
-PostgreSQL and Redis servers on 127.0.0.1."""
+"""Shared fixtures: real Fashion-MNIST images (Debian's dataset-fashion-mnist), the real
+PostgreSQL and Redis servers on 127.0.0.1, and an S3 server (moto's) started for the session."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from app.migrate import upgrade
 from incompat.research.attacks import PoisonedDataset, poison
 from incompat.research.datasets import FASHION_MNIST_DIR, balanced_subset, load_fashion_mnist
+from tests import s3_server
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +85,22 @@ def _flushed(url: str) -> str:
     finally:
         client.close()
     return url
+
+
+# The bucket the ``s3_endpoint`` fixture makes; a test keeps to a prefix of its own in it.
+S3_BUCKET = "dataset-audit-test"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The endpoint URL of an S3 server for this test session, with the bucket ``S3_BUCKET``
+    (credentials: ``s3_server.KEY`` and ``SECRET``)."""
+    process, endpoint_url = s3_server.start_moto_server()
+    try:
+        s3_server.create_bucket(endpoint_url, S3_BUCKET)
+        yield endpoint_url
+    finally:
+        s3_server.stop_moto_server(process)
 
 
 def empty_tables(database_url: str) -> None:

@@ -41,7 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
+COMPOSE_S3 = ROOT / "docker-compose.s3.yml"  # the API host of two
+COMPOSE_WORKER = ROOT / "docker-compose.worker.yml"  # a GPU host
 ENV_EXAMPLE = ROOT / ".env.example"
+ENV_WORKER_EXAMPLE = ROOT / ".env.worker.example"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 APP_SERVICES = ("migrate", "api", "worker", "webhooks")  # the ones built from this repository
@@ -232,14 +235,14 @@ def variables(path: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
-def env_example() -> dict[str, str]:
+def env_example(path: Path = ENV_EXAMPLE) -> dict[str, str]:
     values: dict[str, str] = {}
-    for line in ENV_EXAMPLE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             name, sep, value = line.partition("=")
-            assert sep, f".env.example: {line!r} is not NAME=VALUE"
-            assert name not in values, f".env.example sets {name} twice"
+            assert sep, f"{path.name}: {line!r} is not NAME=VALUE"
+            assert name not in values, f"{path.name} sets {name} twice"
             values[name] = value
     return values
 
@@ -440,7 +443,8 @@ def requirement_runs() -> dict[str, list[str]]:
 
 def test_the_requirement_split_of_the_dockerfile(tmp_path: Path) -> None:
     """The very commands of the Dockerfile, on the real pyproject.toml: api.txt is every
-    dependency but torch, torch.txt torch alone; the API stage installs api.txt only."""
+    dependency but torch, and the s3 extra; torch.txt torch alone; the API stage installs api.txt
+    only."""
     script = docker_module("requirements")
     runs = requirement_runs()
     assert set(runs) == {"api.txt", "torch.txt"}
@@ -453,7 +457,9 @@ def test_the_requirement_split_of_the_dockerfile(tmp_path: Path) -> None:
     dependencies = PYPROJECT["dependencies"]
     torch = [d for d in dependencies if canonicalize_name(Requirement(d).name) == "torch"]
     assert files["torch.txt"] == torch == ["torch==2.14.1"]
-    assert files["api.txt"] == [d for d in dependencies if d not in torch]
+    s3 = PYPROJECT["optional-dependencies"]["s3"]
+    assert [canonicalize_name(Requirement(r).name) for r in s3] == ["s3fs"]
+    assert files["api.txt"] == [d for d in dependencies if d not in torch] + s3
 
     api = " ".join(pip_installs("api"))
     assert "/tmp/requirements/api.txt" in api
@@ -497,9 +503,9 @@ def closure(requirements: list[str]) -> set[str]:
 def test_nothing_the_api_image_installs_pulls_torch(tmp_path: Path) -> None:
     script = docker_module("requirements")
     assert script.main(["--pyproject", str(ROOT / "pyproject.toml"), "--exclude", "torch",
-                        "-o", str(tmp_path / "api.txt")]) == 0  # fmt: skip
+                        "--extra", "s3", "-o", str(tmp_path / "api.txt")]) == 0  # fmt: skip
     api = closure((tmp_path / "api.txt").read_text().splitlines())
-    assert {"fastapi", "uvicorn", "celery", "alembic", "psycopg", "uvloop"} <= api
+    assert {"fastapi", "uvicorn", "celery", "alembic", "psycopg", "uvloop", "s3fs"} <= api
     heavy = {n for n in api if n in ("torch", "triton") or n.startswith("nvidia-")}
     assert not heavy, f"the API image would install {sorted(heavy)}"
     assert "torch" in closure(PYPROJECT["dependencies"])
@@ -515,6 +521,8 @@ def test_the_requirements_script_refuses_unknown_names() -> None:
         script.select(deps, exclude=["torchx"])
     with pytest.raises(ValueError, match="PEP 508"):
         script.requirement_name("[broken")
+    with pytest.raises(ValueError, match="s4"):
+        script.dependencies(ROOT / "pyproject.toml", ["s4"])
 
 
 def test_the_build_context_is_an_allowlist_with_what_the_images_copy() -> None:
@@ -617,23 +625,154 @@ def test_the_services_are_configured_with_real_settings() -> None:
         assert environment(name)["WEBHOOK_ALLOWED_NETWORKS"] == "${WEBHOOK_ALLOWED_NETWORKS:-}"
 
 
-def test_env_example_defines_every_variable_the_compose_files_use() -> None:
-    example = env_example()
-    used = variables(COMPOSE) | variables(COMPOSE_CPU)
+@pytest.mark.parametrize(
+    ("example_file", "compose_files"),
+    [
+        (ENV_EXAMPLE, (COMPOSE, COMPOSE_CPU, COMPOSE_S3)),
+        (ENV_WORKER_EXAMPLE, (COMPOSE_WORKER,)),
+    ],
+    ids=["api-host", "gpu-host"],
+)
+def test_env_example_defines_every_variable_the_compose_files_use(
+    example_file: Path, compose_files: tuple[Path, ...]
+) -> None:
+    example = env_example(example_file)
+    used: dict[str, tuple[str, str]] = {}
+    for path in compose_files:
+        for name, spelling in variables(path).items():
+            assert used.setdefault(name, spelling) == spelling, f"{name}: two defaults"
     assert set(used) == set(example), (
-        f"missing from .env.example: {sorted(set(used) - set(example))}; "
+        f"missing from {example_file.name}: {sorted(set(used) - set(example))}; "
         f"unused: {sorted(set(example) - set(used))}"
     )
-    assert used["POSTGRES_PASSWORD"][0] == ":?", "the password must be required"
-    assert example["POSTGRES_PASSWORD"] == "", ".env.example must not carry a password"
+    for secret in ("POSTGRES_PASSWORD", "STORAGE_SECRET"):
+        if secret in used:
+            assert example[secret] == "", f"{example_file.name} must not carry a secret"
+    if example_file == ENV_EXAMPLE:
+        assert used["POSTGRES_PASSWORD"][0] == ":?", "the password must be required"
+        assert used["STORAGE_SECRET"][0] == ":?", "MinIO's password must be required"
     for name, (operator, default) in used.items():
         if operator == ":-":
-            assert example[name] == default, f"{name}: .env.example and compose disagree"
+            assert example[name] == default, f"{name}: {example_file.name} and compose disagree"
     for name, value in example.items():
         setting = Settings.model_fields.get(name.lower())
         if setting is not None and setting.annotation is not None and value:
             typed = TypeAdapter(setting.annotation).validate_python(value)
             assert typed == setting.default, f"{name}={value}: the app's default is different"
+
+
+# --- Two hosts, and one worker per GPU ----------------------------------------------------------
+
+
+def compose_file(path: Path) -> dict[str, Any]:
+    """A compose file as written, merge tags kept."""
+    loaded: dict[str, Any] = yaml.load(path.read_text(), Loader=TagKeepingLoader)
+    return loaded
+
+
+def assert_settings(variables: dict[str, Any], where: str) -> None:
+    unknown = {name for name in variables if name.lower() not in Settings.model_fields}
+    assert not unknown, f"{where} sets {sorted(unknown)}, which the app does not read"
+
+
+def test_the_s3_override_keeps_uploads_in_minio() -> None:
+    services = compose_file(COMPOSE_S3)["services"]
+    assert set(services) == {"minio", "minio-init", "postgres", "redis", "api", "worker"}
+    storage = services["api"]["environment"]
+    assert services["worker"]["environment"] == storage
+    assert_settings(storage, "docker-compose.s3.yml")
+    bucket = storage["STORAGE_URL"].removeprefix("s3://")
+    assert storage["STORAGE_URL"].startswith("s3://")
+    assert "/" not in bucket
+    assert storage["STORAGE_ENDPOINT_URL"] == "http://minio:9000"
+    minio = services["minio"]
+    assert minio["environment"] == {
+        "MINIO_ROOT_USER": storage["STORAGE_KEY"],
+        "MINIO_ROOT_PASSWORD": storage["STORAGE_SECRET"],
+    }
+    assert minio["command"][:2] == ["server", "/data"]
+    assert re.fullmatch(r"minio/minio:RELEASE\.[0-9T-]+Z", minio["image"]), "pin a release"
+    # The bucket exists before the API or a worker starts.
+    init = services["minio-init"]
+    assert re.fullmatch(r"minio/mc:RELEASE\.[0-9T-]+Z", init["image"]), "pin a release"
+    assert init["command"] == ["mb", "--ignore-existing", f"local/{bucket}"]
+    key, secret = storage["STORAGE_KEY"], storage["STORAGE_SECRET"]
+    assert init["environment"] == {"MC_HOST_local": f"http://{key}:{secret}@minio:9000"}
+    assert init["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    for name in ("api", "worker"):
+        done = {"condition": "service_completed_successfully"}
+        assert services[name]["depends_on"] == {"minio-init": done}
+    # What the GPU hosts reach, on the address they share with this host.
+    published = {name: services[name]["ports"] for name in ("postgres", "redis", "minio")}
+    assert published == {
+        name: [f"${{SERVICES_BIND:-127.0.0.1}}:{port}:{port}"]
+        for name, port in (("postgres", 5432), ("redis", 6379), ("minio", 9000))
+    }
+    assert environment("api")["DATABASE_URL"].split("@postgres:")[1].startswith("5432/")
+    assert environment("api")["BROKER_URL"].startswith("redis://redis:6379/")
+
+
+def test_a_gpu_host_runs_the_worker_of_the_single_host() -> None:
+    services = compose_file(COMPOSE_WORKER)["services"]
+    assert set(services) == {"worker"}
+    worker, single = services["worker"], service("worker")
+    for key in ("build", "command", "restart", "stop_grace_period", "healthcheck", "deploy"):
+        assert worker[key] == single[key], f"{key} differs from docker-compose.yml's worker"
+    assert worker["logging"] == single["logging"]
+    assert "depends_on" not in worker, "PostgreSQL and Redis run on the API host"
+    variables = worker["environment"]
+    assert_settings(variables, "docker-compose.worker.yml")
+    assert set(environment("worker")) <= set(variables), "the same settings as on one host"
+    for name in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL"):
+        assert variables[name].startswith(f"${{{name}:?"), f"{name} must be required"
+    for name in ("STORAGE_ENDPOINT_URL", "STORAGE_KEY", "STORAGE_SECRET", "STORAGE_REGION"):
+        assert variables[name] == f"${{{name}:-}}"  # empty: unset (app/settings.py)
+    (volume,) = worker["volumes"]
+    source, target = volume.split(":")
+    assert source in compose_file(COMPOSE_WORKER)["volumes"]
+    assert target == variables["DATA_DIR"] == env("worker")["DATA_DIR"]
+
+
+def gpu_workers(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    assert docker_module("gpu_workers").main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("base", [COMPOSE, COMPOSE_WORKER], ids=["one-host", "gpu-host"])
+def test_one_worker_per_gpu(base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = gpu_workers(capsys, "--gpus", "3", "--base", base.name)
+    output = tmp_path / "docker-compose.gpus.yml"
+    output.write_text(text)
+    done = run_check(output)
+    assert done.returncode == 0, done.stdout + done.stderr
+    services = compose_file(output)["services"]
+    assert list(services) == ["worker", "worker-gpu1", "worker-gpu2"]
+    # The base file's worker reserves a GPU by count: each service's list replaces it.
+    base_devices = compose_file(base)["services"]["worker"]["deploy"]["resources"]
+    assert base_devices["reservations"]["devices"][0]["count"] == 1
+    for gpu, (name, worker) in enumerate(services.items()):
+        devices = worker["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == Tagged(
+            "!override", [{"driver": "nvidia", "device_ids": [str(gpu)], "capabilities": ["gpu"]}]
+        )
+        assert worker["environment"] == {"WORKER_DEVICE": "cuda"}
+        if name != "worker":
+            # Relative to the output file, which sits beside the base file.
+            assert worker["extends"] == {"file": base.name, "service": "worker"}
+    assert "extends" not in services["worker"]
+    assert Settings(worker_device="cuda").worker_device == "cuda"
+
+
+def test_one_worker_per_named_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    services = yaml.load(gpu_workers(capsys, "--gpus", "1,3"), Loader=TagKeepingLoader)["services"]
+    assert list(services) == ["worker", "worker-gpu3"]
+    ids = [s["deploy"]["resources"]["reservations"]["devices"].value[0]["device_ids"]
+           for s in services.values()]  # fmt: skip
+    assert ids == [["1"], ["3"]]
+    for wrong in ("0", "-1", "two", "1,1", "1,x"):
+        with pytest.raises(SystemExit):
+            docker_module("gpu_workers").main(["--gpus", wrong])
+    assert "not" in capsys.readouterr().err
 
 
 # --- The proxy ---------------------------------------------------------------------------------

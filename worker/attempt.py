@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError
 
-from app import lifecycle
+from app import lifecycle, parts
 from app.context import Context
 from app.formats import DatasetError
 from dataset_audit.schemas import AuditStatus
@@ -54,11 +54,13 @@ class TimedOut(Stop):
 class Attempt:
     """A held audit. ``with attempt:`` writes its heartbeat every ``HEARTBEAT_INTERVAL_S``, so a
     long step without progress reports (loading, a slow epoch) does not look like a dead worker;
-    a database outage only skips beats. The attempt is the engine's ``on_progress`` callback."""
+    a database outage only skips beats. The attempt is the engine's ``on_progress`` callback.
+    With ``part``, it holds that part of an audit run in parts (app/parts.py)."""
 
     context: Context
     audit_id: uuid.UUID
     worker: str
+    part: str | None = None
 
     def __post_init__(self) -> None:
         settings = self.context.settings
@@ -80,7 +82,11 @@ class Attempt:
     def _beat(self) -> None:
         while not self._stop.wait(self.context.settings.heartbeat_interval_s):
             try:
-                held = lifecycle.heartbeat(self.context, self.audit_id, worker=self.worker)
+                held = (
+                    lifecycle.heartbeat(self.context, self.audit_id, worker=self.worker)
+                    if self.part is None
+                    else parts.heartbeat(self.context, self.audit_id, self.part, worker=self.worker)
+                )
             except OperationalError as exc:
                 log.warning("audit %s: heartbeat not written: %s", self.audit_id, exc.orig)
                 continue
@@ -103,9 +109,17 @@ class Attempt:
             return
         self._stage, self._last_write = stage, now
         try:
-            state = lifecycle.record_progress(
-                self.context, self.audit_id, worker=self.worker, stage=stage, done=done, total=total
-            )
+            state = (
+                lifecycle.record_progress(
+                    self.context, self.audit_id, worker=self.worker, stage=stage, done=done,
+                    total=total,
+                )
+                if self.part is None
+                else parts.record_progress(
+                    self.context, self.audit_id, self.part, worker=self.worker, done=done,
+                    total=total,
+                )
+            )  # fmt: skip
         except OperationalError as exc:  # the database is down: carry on, report later
             log.warning("audit %s: progress not written: %s", self.audit_id, exc.orig)
             return

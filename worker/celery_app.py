@@ -14,7 +14,7 @@ from typing import Any
 
 from celery.signals import after_setup_task_logger, worker_ready, worker_shutting_down
 
-from app import lifecycle
+from app import lifecycle, parts
 from app.logs import configure_logging
 from app.queue import make_celery
 from app.serve import PARENT_PID_ENV
@@ -40,6 +40,7 @@ def recover_local_audits(**_: Any) -> None:
     (killed, out of memory): the reconciler would otherwise wait for their heartbeats to time
     out. Another host's audits are left to the reconciler."""
     lifecycle.give_back_orphans(worker_context(), died_here)
+    parts.give_back_orphans(worker_context(), died_here)
 
 
 @worker_ready.connect

@@ -1,8 +1,12 @@
-"""Run one audit: claim it, load the stored dataset, call the engine, save the outcome.
+"""Run one audit, or one part of it: claim it, load the stored dataset, call the engine, save the
+outcome.
 
-Celery-free, so tests can run it directly. Every status change is ``app.lifecycle``'s; the
-attempt (``worker/attempt.py``) keeps the audit held while the engine runs. The engine
-checkpoints after every weak learner, so a redelivered audit (its worker died or stopped) resumes
+An audit runs as one task, or (``AUDIT_PARALLEL_BAGS``) as parts (``run_part``: one bag's
+clustering, the probe), each on any worker, then a merge (``run_audit`` again) that reads their
+results from storage. Celery-free, so tests can run it directly. Every status change is
+``app.lifecycle``'s and ``app.parts``'; the attempt (``worker/attempt.py``) keeps the audit or
+part held while the engine runs. The engine checkpoints after every weak learner, in storage
+where any worker finds it, so a redelivered audit or part (its worker died or stopped) resumes
 from there.
 """
 
@@ -10,19 +14,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 
-from app import lifecycle
+from app import lifecycle, parts
 from app.context import Context
 from app.formats import LoadedDataset, load_dataset
 from app.outcome import Outcome
 from app.tables import Audit
 from dataset_audit.schemas import AuditStatus
-from incompat import DetectionResult, detect
-from incompat.checkpoint import learners_in as checkpoint_learners
+from incompat import DetectionResult, checkpoint, detect
+from incompat.engine import Run
 from worker.attempt import Attempt, Interrupted, Lost, ending, shutdown_requested
 from worker.identity import worker_name
 from worker.report_assets import report_assets
+from worker.stored import StoredCheckpoint, part_key
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +41,19 @@ def run_audit(context: Context, audit_id: uuid.UUID) -> AuditStatus | None:
         log.info("audit %s: nothing to do", audit_id)
         return None
     log.info("audit %s: started (attempt %d)", audit_id, audit.attempts)
-    checkpoint = _checkpoint_path(context, audit_id)
+    store = StoredCheckpoint(context.storage, f"audits/{audit_id}/checkpoint.npz")
     with Attempt(context, audit_id, worker) as attempt:
         try:
             dataset = _load(context, audit)
-            result = _detect(context, audit, dataset, attempt, checkpoint)
+            result = _detect(context, audit, dataset, attempt, store)
             outcome = _outcome(context, audit_id, dataset, result)
         except Exception as exc:
-            return _stopped(context, audit_id, worker, exc, checkpoint)
+            return _stopped(context, audit_id, worker, exc, store)
     if not lifecycle.succeed(context, audit_id, worker=worker, outcome=outcome):
         log.warning("audit %s: no longer held by this worker; result dropped", audit_id)
         return None
-    checkpoint.unlink(missing_ok=True)
+    store.delete()
+    context.storage.delete_prefix(f"audits/{audit_id}/parts")
     log.info("audit %s: %d of %d flagged", audit_id, outcome.is_flagged.sum(), result.n_samples)
     return AuditStatus.SUCCEEDED
 
@@ -58,10 +63,50 @@ def _load(context: Context, audit: Audit) -> LoadedDataset:
         return load_dataset(path, limits=context.settings.dataset_limits)
 
 
+def run_part(context: Context, audit_id: uuid.UUID, part: str) -> bool | None:
+    """Run one part of an audit run in parts and store its result; True when done, False when
+    this worker gave it back, None when there was nothing to do or the part was taken away."""
+    worker = worker_name()
+    audit = parts.claim(context, audit_id, part, worker=worker)
+    if audit is None:
+        log.info("audit %s: %s: nothing to do", audit_id, part)
+        return None
+    log.info("audit %s: %s started", audit_id, part)
+    store = StoredCheckpoint(context.storage, part_key(audit_id, part))
+    with Attempt(context, audit_id, worker, part=part) as attempt:
+        try:
+            dataset = _load(context, audit)
+            run = _run(context, audit, dataset)
+            if part == "probe":
+                store.write(checkpoint.probe_to_bytes(run.probe(attempt), run.run_id))
+            else:
+                _announce_resume(audit_id, store)
+                run.cluster_bag(_bag(part), on_progress=attempt, store=store)
+        except Exception as exc:
+            if isinstance(exc, Interrupted) or shutdown_requested.is_set():
+                parts.give_back(context, audit_id, part, worker=worker)
+                log.info("audit %s: %s queued again: the worker is stopping", audit_id, part)
+                return False
+            if not isinstance(exc, Lost):
+                parts.end(context, audit_id, ending(exc, time_limit_s=_limit(context)))
+            return None
+    if not parts.finish(context, audit_id, part, worker=worker):
+        log.warning("audit %s: %s no longer held by this worker; result dropped", audit_id, part)
+        return None
+    log.info("audit %s: %s done", audit_id, part)
+    return True
+
+
 def _detect(
-    context: Context, audit: Audit, dataset: LoadedDataset, attempt: Attempt, checkpoint: Path
+    context: Context,
+    audit: Audit,
+    dataset: LoadedDataset,
+    attempt: Attempt,
+    store: StoredCheckpoint,
 ) -> DetectionResult:
-    _announce_resume(audit.id, checkpoint)
+    if parts.has_parts(context, audit.id):
+        return _merge(context, audit, dataset, attempt)
+    _announce_resume(audit.id, store)
     device = context.settings.worker_device
     return detect(
         dataset.images,
@@ -70,13 +115,50 @@ def _detect(
         seed=audit.seed,
         device=None if device == "auto" else device,
         on_progress=attempt,
-        checkpoint_to=checkpoint,
-        resume_from=checkpoint,
+        checkpoint_to=store,
+        resume_from=store,
     )
 
 
+def _merge(
+    context: Context, audit: Audit, dataset: LoadedDataset, attempt: Attempt
+) -> DetectionResult:
+    """The result of an audit whose parts are done, from their stored results."""
+    run = _run(context, audit, dataset)
+    bags: list[checkpoint.ClusteringState] = []
+    probe = None
+    for name, _ in lifecycle.parts_of(audit.preset):
+        data = context.storage.get_bytes(part_key(audit.id, name))
+        if data is None:
+            raise FileNotFoundError(f"the result of {name} is missing from storage")
+        if name == "probe":
+            probe = checkpoint.probe_from_bytes(data, run.run_id)
+        else:
+            bags.append(checkpoint.from_bytes(data, run.run_id, f"the result of {name}"))
+    return run.finish(checkpoint.combine(bags), probe, on_progress=attempt)
+
+
+def _run(context: Context, audit: Audit, dataset: LoadedDataset) -> Run:
+    device = context.settings.worker_device
+    return Run(
+        dataset.images,
+        dataset.labels,
+        config=audit.preset,
+        seed=audit.seed,
+        device=None if device == "auto" else device,
+    )
+
+
+def _bag(part: str) -> int:
+    return int(part.removeprefix("bag-"))
+
+
+def _limit(context: Context) -> float:
+    return context.settings.audit_time_limit_s
+
+
 def _stopped(
-    context: Context, audit_id: uuid.UUID, worker: str, exc: Exception, checkpoint: Path
+    context: Context, audit_id: uuid.UUID, worker: str, exc: Exception, store: StoredCheckpoint
 ) -> AuditStatus | None:
     if isinstance(exc, Interrupted) or shutdown_requested.is_set():
         lifecycle.give_back(context, audit_id, worker=worker)  # the checkpoint stays
@@ -85,7 +167,7 @@ def _stopped(
     if isinstance(exc, Lost):
         log.warning("audit %s: no longer held by this worker; stopped", audit_id)
         return None
-    checkpoint.unlink(missing_ok=True)
+    store.delete()
     end = ending(exc, time_limit_s=context.settings.audit_time_limit_s)
     return end.status if lifecycle.end(context, audit_id, worker=worker, ending=end) else None
 
@@ -125,22 +207,14 @@ def _outcome(
     )
 
 
-def _announce_resume(audit_id: uuid.UUID, checkpoint: Path) -> None:
-    if not checkpoint.exists():
+def _announce_resume(audit_id: uuid.UUID, store: StoredCheckpoint) -> None:
+    data = store.read()
+    if data is None:
         return
     try:
-        learners = checkpoint_learners(checkpoint)
+        learners = checkpoint.learners_in(data)
     except ValueError as exc:  # unreadable: start over rather than fail the audit
         log.warning("audit %s: discarding the checkpoint: %s", audit_id, exc)
-        checkpoint.unlink(missing_ok=True)
+        store.delete()
         return
     log.info("audit %s: resuming from a checkpoint of %d weak learners", audit_id, learners)
-
-
-def _checkpoint_path(context: Context, audit_id: uuid.UUID) -> Path:
-    # Beside the upload when storage is local, so any worker on this machine resumes it.
-    folder = context.storage.local_dir(f"audits/{audit_id}")
-    if folder is None:
-        folder = context.settings.data_dir / "checkpoints" / str(audit_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / "checkpoint.npz"

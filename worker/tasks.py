@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import uuid
 
-from app.queue import NOTIFY, RUN_AUDIT, send_notify
+from app.queue import NOTIFY, RUN_AUDIT, RUN_PART, send_notify
 from app.webhook_queue import give_up
 from worker.celery_app import celery_app
 from worker.delivery import deliver
 from worker.identity import worker_context
-from worker.runner import run_audit
+from worker.runner import run_audit, run_part
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,14 @@ def run_audit_task(audit_id: str) -> None:
     parsed = _audit_id(RUN_AUDIT, audit_id)
     if parsed is not None:
         run_audit(worker_context(), parsed)
+
+
+@celery_app.task(name=RUN_PART, acks_late=True, reject_on_worker_lost=True)
+def run_part_task(audit_id: str, part: str) -> None:
+    """One part of an audit run in parts (app/parts.py)."""
+    parsed = _audit_id(RUN_PART, audit_id)
+    if parsed is not None:
+        run_part(worker_context(), parsed, part)
 
 
 @celery_app.task(name=NOTIFY, acks_late=True)

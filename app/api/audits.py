@@ -202,7 +202,10 @@ async def get_scores(
     status_code=204,
     responses={
         **NOT_FOUND,
-        200: {"model": AuditRead, "description": "A queued audit, now cancelled."},
+        200: {
+            "model": AuditRead,
+            "description": "A queued audit, or one running in parts, now cancelled.",
+        },
         202: {"model": AuditRead, "description": "A running audit, asked to stop."},
         204: {"description": "A finished audit, deleted with its stored data."},
     },

@@ -20,8 +20,10 @@ from tests.dataset_files import write_npz
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    # Audits as one task each: these tests play the worker with ``lifecycle.claim``. Audits in
+    # parts (the default) are tests/worker/test_parts.py's and the end-to-end tests'.
     if request.param == "sqlite":
-        settings = Settings(data_dir=tmp_path / "data")
+        settings = Settings(data_dir=tmp_path / "data", audit_parallel_bags=False)
         upgrade(settings.resolved_database_url)
         return settings
     database_url: str = request.getfixturevalue("postgres_url")
@@ -30,6 +32,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         database_url=database_url,
         broker_url=request.getfixturevalue("unread_redis_url"),
+        audit_parallel_bags=False,
     )
 
 

@@ -46,7 +46,7 @@ from app.services import access
 from app.settings import Settings
 from dataset_audit.schemas import AuditStatus
 from tests.dataset_files import write_npz
-from worker.runner import run_audit
+from tests.worker.running import run_to_the_end
 
 CASES = int(os.environ.get("FUZZ_CASES", "1200"))
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -145,8 +145,8 @@ def seeded(
     failed = upload(session, npz_bytes(tmp_path, images[:40], labels[:40]), preset="tiny")
     context = Context.from_settings(settings)
     try:
-        assert run_audit(context, uuid.UUID(succeeded)) == AuditStatus.SUCCEEDED
-        assert run_audit(context, uuid.UUID(failed)) == AuditStatus.FAILED  # too few samples
+        assert run_to_the_end(context, uuid.UUID(succeeded)) == AuditStatus.SUCCEEDED
+        assert run_to_the_end(context, uuid.UUID(failed)) == AuditStatus.FAILED  # too few samples
     finally:
         context.close()
     assert session.get(f"/audits/{succeeded}").json()["summary"]["n_flagged"] > 0

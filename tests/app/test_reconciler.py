@@ -26,9 +26,11 @@ from tests.app.test_api import context_of, upload
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[TestClient]:
+    # Audits as one task each: tests/worker/test_parts.py reconciles audits in parts.
     quiet = settings.model_copy(
-        update={"reconcile_interval_s": 0, "heartbeat_timeout_s": 60, "max_attempts": 2}
-    )
+        update={"reconcile_interval_s": 0, "heartbeat_timeout_s": 60, "max_attempts": 2,
+                "audit_parallel_bags": False}
+    )  # fmt: skip
     with TestClient(create_app(quiet)) as client:
         yield client
 

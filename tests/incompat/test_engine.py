@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from incompat import DetectionResult, __version__, detect, get_preset
+from incompat import DetectionResult, __version__, checkpoint, detect, get_preset
+from incompat.engine import Run
 
 # Two bags of two clusters, one epoch per stage: every code path, in a couple of seconds.
 MINIMAL = get_preset("tiny").replace(
@@ -89,6 +90,62 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(small_fashion, tmp
     )  # fmt: skip
     assert resumed_progress[0] == ("clustering", 3, 4), "picks up after the third learner"
     _same(resumed, detect(images, labels, config=MINIMAL, seed=3, device="cpu"))
+
+
+def test_bags_and_probe_apart_equal_a_serial_run(small_fashion) -> None:
+    """The service's parallel path: each bag and the probe in a process of its own (a fresh
+    ``Run`` each), results passed as bytes, the finish in yet another."""
+    images, labels = small_fashion
+    serial = detect(images, labels, config=MINIMAL, seed=5, device="cpu")
+
+    def fresh() -> Run:
+        return Run(images, labels, config=MINIMAL, seed=5, device="cpu")
+
+    run_id = fresh().run_id
+    bags = [checkpoint.to_bytes(fresh().cluster_bag(bag), run_id) for bag in reversed(range(2))][
+        ::-1
+    ]
+    probe = checkpoint.probe_to_bytes(fresh().probe(), run_id)
+    merged = fresh().finish(
+        checkpoint.combine([checkpoint.from_bytes(b, run_id) for b in bags]),
+        checkpoint.probe_from_bytes(probe, run_id),
+    )
+    _same(serial, merged)
+    assert merged.verdict == serial.verdict
+    assert merged.epoch_equivalents == pytest.approx(serial.epoch_equivalents)
+
+
+def test_a_bag_resumes_from_its_store(small_fashion) -> None:
+    images, labels = small_fashion
+    run = Run(images, labels, config=MINIMAL, seed=2, device="cpu")
+    store = _MemoryStore()
+
+    def stop_after_one(stage: str, done: int, total: int) -> None:
+        assert total == MINIMAL.clusters_per_bag
+        if done == 1:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        run.cluster_bag(1, on_progress=stop_after_one, store=store)
+    assert checkpoint.learners_in(store.data or b"") == 1
+    resumed = Run(images, labels, config=MINIMAL, seed=2, device="cpu").cluster_bag(1, store=store)
+    whole = Run(images, labels, config=MINIMAL, seed=2, device="cpu").cluster_bag(1)
+    assert resumed.learner_bags == whole.learner_bags == [1, 1]
+    for a, b in zip(resumed.predictions, whole.predictions, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="another run"):
+        Run(images, labels, config=MINIMAL, seed=3, device="cpu").cluster_bag(1, store=store)
+
+
+class _MemoryStore:
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+    def read(self) -> bytes | None:
+        return self.data
+
+    def write(self, data: bytes) -> None:
+        self.data = data
 
 
 def test_checkpoint_of_another_run_is_refused(small_fashion, tmp_path) -> None:

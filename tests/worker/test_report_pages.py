@@ -19,7 +19,7 @@ from app.migrate import upgrade
 from app.settings import Settings
 from incompat.research.datasets import FASHION_MNIST_CLASSES
 from tests.dataset_files import write_npz
-from worker.runner import run_audit
+from tests.worker.running import run_to_the_end
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_the_report_of_a_finished_audit(client: TestClient, tmp_path: Path, smal
     assert "waiting for a worker" in queued.text
 
     context: Context = client.app.state.context  # type: ignore[attr-defined]
-    run_audit(context, uuid.UUID(audit_id))
+    run_to_the_end(context, uuid.UUID(audit_id))
     page = client.get(f"/audits/{audit_id}/report")
     assert page.headers["content-type"].startswith("text/html")
     html = page.text
@@ -127,7 +127,7 @@ def test_the_pages_pass_basic_accessibility_checks(
     path = tmp_path / "d.npz"
     write_npz(path, images, labels)
     audit_id = upload(client, path)
-    run_audit(client.app.state.context, uuid.UUID(audit_id))  # type: ignore[attr-defined]
+    run_to_the_end(client.app.state.context, uuid.UUID(audit_id))  # type: ignore[attr-defined]
     for url in ("/", f"/audits/{audit_id}/report"):
         page = Accessibility()
         page.feed(client.get(url).text)

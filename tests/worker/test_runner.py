@@ -19,13 +19,18 @@ from app.settings import Settings
 from app.tables import Audit
 from dataset_audit.schemas import AuditStatus
 from tests.dataset_files import write_npz
+from tests.worker.running import run_to_the_end
 from worker.attempt import Attempt, shutdown_requested
 from worker.runner import run_audit
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path / "data", progress_interval_s=0.0, worker_device="cpu")
+    # The serial path: an audit as one task (test_parts.py runs one in parts).
+    settings = Settings(
+        data_dir=tmp_path / "data", progress_interval_s=0.0, worker_device="cpu",
+        audit_parallel_bags=False,
+    )  # fmt: skip
     upgrade(settings.resolved_database_url)
     return settings
 
@@ -169,9 +174,10 @@ def test_an_audit_runs_from_remote_storage(tmp_path: Path, fashion_npz: Path) ->
     assert context.storage.exists(f"audits/{audit_id}/dataset.npz")
     assert not (settings.data_dir / "storage").exists()
 
-    assert run_audit(context, audit_id) == AuditStatus.SUCCEEDED
-    # The checkpoint lived in the worker's own folder, and is gone with the audit done.
-    assert not list((settings.data_dir / "checkpoints").rglob("*.npz"))
+    assert run_to_the_end(context, audit_id) == AuditStatus.SUCCEEDED
+    # The parts' checkpoints and results lived in the storage, and are gone with the audit done.
+    assert not context.storage.exists(f"audits/{audit_id}/parts/bag-0.npz")
+    assert not (settings.data_dir / "checkpoints").exists()
 
 
 def test_a_missing_upload_fails_the_audit(
