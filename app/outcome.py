@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ class Outcome:
     label_prob: np.ndarray  # float32, N
     suspicion_order: np.ndarray  # indices, most suspicious first
     is_suspected_poison: np.ndarray  # bool, N: flagged and in a group the verdict implicates
-    paths: list[str] | None
+    paths: Sequence[str | None] | None  # per index: where the image came from
     summary: dict[str, Any]
     engine_version: str
     device: str
@@ -56,7 +57,7 @@ def store_outcome(session: Session, audit_id: uuid.UUID, outcome: Outcome) -> No
             "label": int(outcome.labels[i]),
             "voted_label": int(outcome.voted_label[i]) if outcome.voted_label[i] >= 0 else None,
             "label_prob": float(outcome.label_prob[i]),
-            "path": outcome.paths[i] if outcome.paths is not None else None,
+            "path": outcome.paths[int(i)] if outcome.paths is not None else None,
         }
         for ordinal, i in enumerate(flagged)
     ]

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(default=1000, ge=1)
     max_samples: int = Field(default=5_000_000, gt=0)
     max_image_side: int = Field(default=4096, gt=0)
+    # Width x height of one image, checked from its header before it is decoded.
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
     default_preset: PresetName = DEFAULT_PRESET
     # Database work the API runs at once; more requests wait their turn in the event loop.
     api_db_threads: int = Field(default=8, ge=1)
@@ -139,7 +141,11 @@ class Settings(BaseSettings):
 
     @property
     def dataset_limits(self) -> Limits:
-        return Limits(max_samples=self.max_samples, max_image_side=self.max_image_side)
+        return Limits(
+            max_samples=self.max_samples,
+            max_image_side=self.max_image_side,
+            max_image_pixels=self.max_image_pixels,
+        )
 
     @property
     def resolved_database_url(self) -> str:

@@ -89,6 +89,8 @@ class Audit(Base):
     )
     preset: Mapped[str] = mapped_column(String(32))
     seed: Mapped[int] = mapped_column(BigInteger)
+    # The upload's image_size option; None: images of one size as they are, mixed ones 32 x 32.
+    image_size: Mapped[int | None] = mapped_column(Integer)
 
     dataset_format: Mapped[str] = mapped_column(String(16))
     dataset_filename: Mapped[str | None] = mapped_column(String(255))

@@ -30,6 +30,7 @@ def to_read(audit: Audit) -> AuditRead:
         status=audit.status,
         preset=audit.preset,
         seed=audit.seed,
+        image_size=audit.image_size,
         dataset=Dataset(
             format=audit.dataset_format,  # type: ignore[arg-type]
             filename=audit.dataset_filename,

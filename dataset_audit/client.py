@@ -72,11 +72,20 @@ class AuditClient:
         name: str | None = None,
         callback_url: str | None = None,
         reuse: bool = True,
+        image_size: int | None = None,
     ) -> AuditRead:
         """Upload a dataset file (streamed from disk) and start its audit. With ``reuse``, the
-        server may answer with an earlier audit of the same content, preset and seed."""
+        server may answer with an earlier audit of the same content, preset, seed and
+        ``image_size`` (every image brought to that square size; None: the server's policy,
+        images of one size as they are and mixed sizes at 32 x 32)."""
         audit, _reused = self.submit_or_reuse(
-            path, preset=preset, seed=seed, name=name, callback_url=callback_url, reuse=reuse
+            path,
+            preset=preset,
+            seed=seed,
+            name=name,
+            callback_url=callback_url,
+            reuse=reuse,
+            image_size=image_size,
         )
         return audit
 
@@ -89,12 +98,14 @@ class AuditClient:
         name: str | None = None,
         callback_url: str | None = None,
         reuse: bool = True,
+        image_size: int | None = None,
     ) -> tuple[AuditRead, bool]:
         """``submit``, and whether the server answered with an earlier audit."""
         path = Path(path)
         fields = {
             "preset": preset,
             "seed": None if seed is None else str(seed),
+            "image_size": None if image_size is None else str(image_size),
             "name": name,
             "callback_url": callback_url,
             "reuse": "true" if reuse else "false",
@@ -118,11 +129,14 @@ class AuditClient:
         response = self._request("GET", "/audits", params=params)
         return Page[AuditRead].model_validate(response.json())
 
-    def find_reusable(self, sha256: str, *, preset: str, seed: int) -> AuditRead | None:
-        """An audit of this content with this preset and seed that has succeeded or still may:
-        the newest, if any. Lets a client skip uploading what the service has audited."""
+    def find_reusable(
+        self, sha256: str, *, preset: str, seed: int, image_size: int | None = None
+    ) -> AuditRead | None:
+        """An audit of this content with this preset, seed and image_size that has succeeded or
+        still may: the newest, if any. Lets a client skip uploading what the service has audited."""
+        wanted = (preset, seed, image_size)
         for audit in self.list_audits(sha256=sha256, limit=100).items:
-            if (audit.preset, audit.seed) == (preset, seed) and audit.status in REUSABLE:
+            if (audit.preset, audit.seed, audit.image_size) == wanted and audit.status in REUSABLE:
                 return audit
         return None
 

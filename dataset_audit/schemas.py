@@ -151,7 +151,9 @@ class Dataset(BaseModel):
     bytes: int
     n_samples: int
     n_classes: int
-    image_shape: list[int]
+    image_shape: list[int] = Field(
+        description="Each image as audited, after any resizing: [H, W] (grey) or [H, W, 3]."
+    )
     classes: list[str] | None
 
 
@@ -209,6 +211,11 @@ class AuditRead(BaseModel):
     status: AuditStatus
     preset: str
     seed: int
+    image_size: int | None = Field(
+        default=None,
+        description="The upload's image_size: every image was brought to this square size. "
+        "Null: images of one size were kept as they are, and mixed sizes brought to 32 x 32.",
+    )
     dataset: Dataset
     progress: Progress
     cancel_requested: bool
@@ -254,7 +261,10 @@ class FlaggedItem(BaseModel):
     label: int = Field(description="The label given in the upload.")
     voted_label: int | None = Field(description="The label the weak learners voted for.")
     label_prob: float = Field(description="The final network's probability of the given label.")
-    path: str | None = Field(description="The image's path inside an ImageFolder zip.")
+    path: str | None = Field(
+        description="The image's path inside an ImageFolder zip, or the path a parquet row's "
+        "image carries (a Hugging Face Image feature's)."
+    )
 
 
 class FlaggedPage(Page[FlaggedItem]):

@@ -1,11 +1,11 @@
-"""``detect``: ISPL+B end to end, arrays in, ``DetectionResult`` out."""
+"""``detect``: ISPL+B end to end, arrays in, ``DetectionResult`` out; ``Run``: its stages apart,
+for bags computed on several workers."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -15,38 +15,21 @@ from incompat.checkpoint import ClusteringState
 from incompat.clustering import find_cluster, train_weak_learner
 from incompat.config import DEFAULT_PRESET, FLAG_THRESHOLD, EngineConfig, get_preset
 from incompat.data import DeviceData
-from incompat.errors import DeviceUnavailableError, InvalidConfigError
+from incompat.devices import repeatable_cudnn, resolve_device
+from incompat.errors import InvalidConfigError
 from incompat.groups import TriggerGroup, find_groups, probe_features
 from incompat.result import DetectionResult, GroupSummary, summarize_classes
+from incompat.scores import raised, untied
 from incompat.training import Learner
 from incompat.validation import validate
-from incompat.verdict import ImplicatedGroup, Suspect, Verdict, find_suspects
+from incompat.verdict import find_suspects, verdict_of
 from incompat.version import __version__
 from incompat.voting import refine, refinement_start, vote
 
-_TIE_BREAK = 1e-3  # under the gap between two of the refinement's confidence levels
 ProgressCallback = Callable[[str, int, int], None]
 """``on_progress(stage, done, total)``; stages are "clustering", "voting", "refinement" and
 "groups".
 The callback may raise to cancel the run."""
-
-
-@contextmanager
-def repeatable_cudnn() -> Iterator[None]:
-    """cuDNN's deterministic algorithms, chosen without autotuning, for the duration.
-
-    Autotuning times the candidate algorithms and keeps the fastest, so two processes can pick
-    different ones and compute different results from the same seed (on an H100 they flagged 124
-    and 162 samples of one dataset). A redelivered audit resumes in another process, and must
-    give the result the uninterrupted run would have given.
-    """
-    cudnn = torch.backends.cudnn
-    saved = cudnn.benchmark, cudnn.deterministic
-    cudnn.benchmark, cudnn.deterministic = False, True
-    try:
-        yield
-    finally:
-        cudnn.benchmark, cudnn.deterministic = saved
 
 
 @repeatable_cudnn()
@@ -234,11 +217,11 @@ class Run:
             )
             samples_trained += self.learner.samples_trained
             is_flagged = confidence <= 1.0 - FLAG_THRESHOLD
-            score = _untied(1.0 - confidence, label_prob, is_flagged)
+            score = untied(1.0 - confidence, label_prob, is_flagged)
         else:
             is_flagged = ~outcome.keep
             label_prob = 1.0 - outcome.against
-            score = _untied(outcome.against, label_prob, is_flagged)
+            score = untied(outcome.against, label_prob, is_flagged)
         timings["refinement"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
@@ -288,7 +271,7 @@ class Run:
         # A suspected poison is flagged, and ranks above every label issue (most_suspicious).
         is_flagged = is_flagged | suspected
         floor = torch.where(suspected, floor.clamp_min(FLAG_THRESHOLD), floor)
-        score = _raised(score, floor)
+        score = raised(score, floor)
         timings["verdict"] = time.perf_counter() - tic
         # Compute seconds: where the bags ran on several workers at once, more than the wall time.
         timings["total"] = (
@@ -309,7 +292,7 @@ class Run:
             class_summary=summarize_classes(given, flagged, voted_label, suspected.cpu().numpy()),
             in_trigger_group=in_group.cpu().numpy(),
             is_suspected_poison=suspected.cpu().numpy(),
-            verdict=_verdict(suspects, p_value, n_tests, dataset.classes),
+            verdict=verdict_of(suspects, p_value, n_tests, dataset.classes),
             trigger_groups=[
                 GroupSummary(
                     label=int(dataset.classes[g.cls]),
@@ -330,54 +313,8 @@ class Run:
         )
 
 
-def _verdict(suspects: list[Suspect], p_value: float, n_tests: int, classes: np.ndarray) -> Verdict:
-    return Verdict(
-        status="poisoned" if suspects else "clean",
-        p_value=p_value,
-        n_tests=n_tests,
-        implicated=tuple(
-            ImplicatedGroup(
-                target=int(classes[s.target]),
-                sources=tuple(int(classes[c]) for c in s.sources),
-                n_samples=int(s.members.sum()),
-                evidence=s.evidence,
-                p_value=s.p_value,
-                shared=s.shared,
-                elsewhere=s.elsewhere,
-            )
-            for s in suspects
-        ),
-    )
-
-
 def _no_progress(stage: str, done: int, total: int) -> None:
     pass
-
-
-def _untied(
-    score: torch.Tensor, label_prob: torch.Tensor, is_flagged: torch.Tensor
-) -> torch.Tensor:
-    """The score made continuous: the refinement's confidence comes in a few levels, so how
-    improbable the final network finds the label breaks its ties. By rank, spread evenly under
-    ``_TIE_BREAK``: probabilities differ by less than float32 can add to a score near 0.8. Every
-    flagged sample stays at ``FLAG_THRESHOLD`` or more and every other one under it."""
-    n = label_prob.numel()
-    rank = torch.empty(n, device=score.device)
-    rank[torch.argsort(label_prob.float(), descending=True, stable=True)] = torch.arange(
-        n, device=score.device, dtype=rank.dtype
-    )
-    untied = score + _TIE_BREAK * rank / n
-    return torch.where(
-        is_flagged,
-        untied.clamp(FLAG_THRESHOLD, 1.0),
-        untied.clamp(0.0, FLAG_THRESHOLD - _TIE_BREAK),
-    )
-
-
-def _raised(score: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
-    """Scores mapped into [floor, 1] where a floor is set, keeping their order (a clamp would
-    tie them), in one step (each step would squeeze their differences)."""
-    return torch.where(floor > 0, floor + (1.0 - floor) * score, score)
 
 
 def _stage_seed(seed: int, *path: int) -> int:
@@ -385,26 +322,3 @@ def _stage_seed(seed: int, *path: int) -> int:
     return int(
         np.random.SeedSequence([seed, *path]).generate_state(2, np.uint64)[0] >> np.uint64(1)
     )
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:  # torch's words for a malformed name, e.g. "gpu"
-        raise InvalidConfigError(f"not a device: {device!r} ({exc})") from None
-    absent = {
-        "cuda": "CUDA" if not torch.cuda.is_available() else None,
-        "mps": "MPS" if not torch.backends.mps.is_available() else None,
-    }.get(resolved.type)
-    if absent is not None:
-        raise DeviceUnavailableError(
-            f"device {str(device)!r} was asked for but {absent} is not available"
-        )
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise DeviceUnavailableError(
-            f"device {str(device)!r} was asked for but this machine has "
-            f"{torch.cuda.device_count()} CUDA device(s)"
-        )
-    return resolved

@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from incompat.groups import TriggerGroup
@@ -365,3 +366,26 @@ def _merge(suspects: list[Suspect]) -> list[Suspect]:
 
 def _rounded(p_value: float) -> float:
     return float(f"{p_value:.3g}")
+
+
+def verdict_of(
+    suspects: list[Suspect], p_value: float, n_tests: int, classes: np.ndarray
+) -> Verdict:
+    """The verdict of ``find_suspects``' answer, in the input's label values (``classes``)."""
+    return Verdict(
+        status="poisoned" if suspects else "clean",
+        p_value=p_value,
+        n_tests=n_tests,
+        implicated=tuple(
+            ImplicatedGroup(
+                target=int(classes[s.target]),
+                sources=tuple(int(classes[c]) for c in s.sources),
+                n_samples=int(s.members.sum()),
+                evidence=s.evidence,
+                p_value=s.p_value,
+                shared=s.shared,
+                elsewhere=s.elsewhere,
+            )
+            for s in suspects
+        ),
+    )

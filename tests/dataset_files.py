@@ -6,7 +6,7 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -83,8 +83,21 @@ def write_parquet(
     classes: Sequence[str] | None = None,
 ) -> None:
     """The Hugging Face hub export layout: ``image`` {bytes, path} as PNG, ``label`` int64."""
+    encoded = [encode_png(image) for image in images]
+    write_hub_parquet(path, encoded, labels, [f"{i:06d}.png" for i in range(len(encoded))], classes)
+
+
+def write_hub_parquet(
+    path: FilePath,
+    encoded: Sequence[bytes],
+    labels: np.ndarray,
+    paths: Sequence[str | None],
+    classes: Sequence[str] | None = None,
+) -> None:
+    """The Hugging Face hub export layout of encoded images: ``image`` a struct {bytes, path}
+    (the ``Image`` feature), ``label`` int64 (a ``ClassLabel`` when ``classes`` are given)."""
     image_column = pa.array(
-        [{"bytes": encode_png(image), "path": f"{i:06d}.png"} for i, image in enumerate(images)],
+        [{"bytes": data, "path": where} for data, where in zip(encoded, paths, strict=True)],
         type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
     )
     label_feature: dict[str, object] = (
@@ -99,3 +112,105 @@ def write_parquet(
     )
     table = pa.table([image_column, pa.array(np.asarray(labels), pa.int64())], schema=schema)
     pq.write_table(table, path)
+
+
+def write_zip(path: FilePath, members: Mapping[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+# --- images as people have them: of many sizes, modes and formats --------------------------------
+
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation 6: the stored pixels are shown turned 90 degrees clockwise.
+TURNED_CLOCKWISE = 6
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def tinted(grey: np.ndarray) -> np.ndarray:
+    """An H x W x 3 colour image with the grey image's content in every channel, unequally."""
+    grey = grey.astype(np.uint16)
+    return np.stack([grey, grey * 3 // 4, 255 - grey], axis=-1).astype(np.uint8)
+
+
+def turned_jpeg(display: np.ndarray) -> bytes:
+    """A JPEG whose stored pixels are ``display`` turned a quarter anticlockwise, with the EXIF
+    orientation that shows them as ``display``: what a camera held upright writes."""
+    stored = Image.fromarray(display).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = TURNED_CLOCKWISE
+    return encode_image(stored, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def _palette_with_transparency(grey: np.ndarray) -> bytes:
+    image = Image.fromarray(tinted(grey)).convert("P")
+    return encode_image(image, transparency=0)
+
+
+def _sixteen_bit(grey: np.ndarray) -> bytes:
+    return encode_image(Image.fromarray(grey.astype(np.uint16) * 257))  # mode I;16
+
+
+def _grey_with_alpha(grey: np.ndarray) -> bytes:
+    return encode_image(Image.merge("LA", [Image.fromarray(grey), Image.fromarray(255 - grey)]))
+
+
+def _colour_with_alpha(grey: np.ndarray) -> bytes:
+    pixels = np.concatenate([tinted(grey), (255 - grey)[..., None]], axis=-1)
+    return encode_image(Image.fromarray(pixels))  # RGBA
+
+
+# Each encoding of a grey uint8 image: (file extension, bytes).
+ENCODINGS: dict[str, Callable[[np.ndarray], tuple[str, bytes]]] = {
+    "L": lambda grey: ("png", encode_image(Image.fromarray(grey))),
+    "1": lambda grey: ("png", encode_image(Image.fromarray(grey).convert("1"))),
+    "I;16": lambda grey: ("png", _sixteen_bit(grey)),
+    "LA": lambda grey: ("png", _grey_with_alpha(grey)),
+    "RGB": lambda grey: ("png", encode_image(Image.fromarray(tinted(grey)))),
+    "RGBA": lambda grey: ("png", _colour_with_alpha(grey)),
+    "P": lambda grey: ("png", _palette_with_transparency(grey)),
+    "CMYK": lambda grey: (
+        "jpg",
+        encode_image(Image.fromarray(tinted(grey)).convert("CMYK"), "JPEG"),
+    ),
+    "turned": lambda grey: ("jpg", turned_jpeg(tinted(grey))),
+}
+GREY_ENCODINGS = ("L", "1", "I;16", "LA")
+# (W, H) of the images ``varied`` makes, in turn.
+VARIED_SIZES = ((20, 15), (48, 64), (200, 250))
+
+
+def varied(
+    images: np.ndarray,
+    encodings: Sequence[str] = tuple(ENCODINGS),
+    sizes: Sequence[tuple[int, int]] = VARIED_SIZES,
+) -> list[tuple[str, bytes]]:
+    """Each grey uint8 image (H x W) scaled to the next of ``sizes`` and stored in the next of
+    ``encodings``: (file extension, bytes) per image."""
+    files = []
+    for index, grey in enumerate(images):
+        size = sizes[index % len(sizes)]
+        scaled = np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BILINEAR))
+        files.append(ENCODINGS[encodings[index % len(encodings)]](scaled))
+    return files
+
+
+def write_varied_imagefolder_zip(
+    path: FilePath, files: Sequence[tuple[str, bytes]], labels: np.ndarray
+) -> list[str]:
+    """An ImageFolder zip of ``varied`` files, ``data/class_<label>/<index>.<ext>``. Returns the
+    member path of each file, in input order (``loaded_order`` maps them to loaded indices)."""
+    width = len(str(int(np.max(labels))))
+    digits = len(str(len(files)))
+    members = {
+        f"data/class_{label:0{width}d}/{index:0{digits}d}.{ext}": data
+        for index, ((ext, data), label) in enumerate(zip(files, labels, strict=True))
+    }
+    write_zip(path, members)
+    return list(members)

@@ -60,7 +60,9 @@ def run_audit(context: Context, audit_id: uuid.UUID) -> AuditStatus | None:
 
 def _load(context: Context, audit: Audit) -> LoadedDataset:
     with context.storage.local_copy(audit.storage_key) as path:
-        return load_dataset(path, limits=context.settings.dataset_limits)
+        return load_dataset(
+            path, limits=context.settings.dataset_limits, image_size=audit.image_size
+        )
 
 
 def run_part(context: Context, audit_id: uuid.UUID, part: str) -> bool | None:
@@ -88,7 +90,8 @@ def run_part(context: Context, audit_id: uuid.UUID, part: str) -> bool | None:
                 log.info("audit %s: %s queued again: the worker is stopping", audit_id, part)
                 return False
             if not isinstance(exc, Lost):
-                parts.end(context, audit_id, ending(exc, time_limit_s=_limit(context)))
+                limit = context.settings.audit_time_limit_s
+                parts.end(context, audit_id, ending(exc, time_limit_s=limit))
             return None
     if not parts.finish(context, audit_id, part, worker=worker):
         log.warning("audit %s: %s no longer held by this worker; result dropped", audit_id, part)
@@ -107,13 +110,12 @@ def _detect(
     if parts.has_parts(context, audit.id):
         return _merge(context, audit, dataset, attempt)
     _announce_resume(audit.id, store)
-    device = context.settings.worker_device
     return detect(
         dataset.images,
         dataset.labels,
         config=audit.preset,
         seed=audit.seed,
-        device=None if device == "auto" else device,
+        device=_device(context),
         on_progress=attempt,
         checkpoint_to=store,
         resume_from=store,
@@ -139,22 +141,19 @@ def _merge(
 
 
 def _run(context: Context, audit: Audit, dataset: LoadedDataset) -> Run:
-    device = context.settings.worker_device
     return Run(
-        dataset.images,
-        dataset.labels,
-        config=audit.preset,
-        seed=audit.seed,
-        device=None if device == "auto" else device,
-    )
+        dataset.images, dataset.labels, config=audit.preset, seed=audit.seed,
+        device=_device(context),
+    )  # fmt: skip
+
+
+def _device(context: Context) -> str | None:
+    device = context.settings.worker_device
+    return None if device == "auto" else device
 
 
 def _bag(part: str) -> int:
     return int(part.removeprefix("bag-"))
-
-
-def _limit(context: Context) -> float:
-    return context.settings.audit_time_limit_s
 
 
 def _stopped(

@@ -63,9 +63,9 @@ router = APIRouter(prefix="/audits", tags=["audits"], responses=UNAUTHORIZED)
     responses={
         200: {
             "model": AuditRead,
-            "description": "An earlier audit of the same content with the same preset and seed "
-            "(queued, running or succeeded) answers instead of a new one; send reuse=false to "
-            "audit again.",
+            "description": "An earlier audit of the same content with the same preset, seed "
+            "and image_size (queued, running or succeeded) answers instead of a new one; send "
+            "reuse=false to audit again.",
         },
         **ERRORS,
     },

@@ -102,6 +102,7 @@ def run_ci(
     timeout_s: float | None,
     reuse: bool = True,
     name: str | None = None,
+    image_size: int | None = None,
     on_progress: Callable[[AuditRead], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> CiReport:
@@ -113,7 +114,7 @@ def run_ci(
     if reuse and preset is not None:
         with path.open("rb") as file:
             sha256 = hashlib.file_digest(file, "sha256").hexdigest()
-        audit = client.find_reusable(sha256, preset=preset, seed=seed)
+        audit = client.find_reusable(sha256, preset=preset, seed=seed, image_size=image_size)
         if audit is not None and _without_verdict(audit):
             audit = None  # made before the engine gave verdicts: audit again
     reused = audit is not None
@@ -122,11 +123,11 @@ def run_ci(
             "reusing it")  # fmt: skip
     else:
         audit, reused = client.submit_or_reuse(
-            path, preset=preset, seed=seed, name=name, reuse=reuse
+            path, preset=preset, seed=seed, name=name, reuse=reuse, image_size=image_size
         )
         if reused and _without_verdict(audit):
             audit, reused = client.submit_or_reuse(
-                path, preset=preset, seed=seed, name=name, reuse=False
+                path, preset=preset, seed=seed, name=name, reuse=False, image_size=image_size
             )
         if reused:
             log(f"Audit {audit.id} of this content with preset {audit.preset} and seed "

@@ -18,6 +18,7 @@ from app.cli.shared import (
     audit_id,
     class_line,
     client,
+    image_size_option,
     server_option,
 )
 from app.formats import DatasetError
@@ -34,11 +35,12 @@ def add_verbs(verbs: Any) -> None:
     submit.add_argument("data", type=Path, help=DATA_HELP)
     submit.add_argument("--preset", choices=PRESET_NAMES, help="default: the server's (fast)")
     submit.add_argument("--seed", type=int)
+    image_size_option(submit)
     submit.add_argument("--name", help="a name to know the audit by")
     submit.add_argument("--wait", action="store_true", help="wait for the audit to finish")
     submit.add_argument(
         "--no-reuse", dest="reuse", action="store_false",
-        help="audit again even when this content was audited with this preset and seed",
+        help="audit again even when this content was audited with these options",
     )  # fmt: skip
     server_option(submit)
     submit.set_defaults(handler=_submit)
@@ -74,6 +76,7 @@ def add_verbs(verbs: Any) -> None:
     ci.add_argument("data", type=Path, help=DATA_HELP)
     ci.add_argument("--preset", choices=PRESET_NAMES, help="default: the server's (fast)")
     ci.add_argument("--seed", type=int, default=0)
+    image_size_option(ci)
     ci.add_argument("--name", help="a name to know the audit by")
     ci.add_argument(
         "--max-flagged-fraction", type=float, metavar="F", default=None,
@@ -87,7 +90,7 @@ def add_verbs(verbs: Any) -> None:
     ci.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report")
     ci.add_argument(
         "--no-reuse", dest="reuse", action="store_false",
-        help="audit again even when this content was audited with this preset and seed",
+        help="audit again even when this content was audited with these options",
     )  # fmt: skip
     server_option(ci)
     ci.set_defaults(handler=_ci)
@@ -98,8 +101,9 @@ def _submit(args: argparse.Namespace) -> int:
         raise DatasetError(f"no such file: {args.data}")
     with client(args) as service:
         audit, reused = service.submit_or_reuse(
-            args.data, preset=args.preset, seed=args.seed, name=args.name, reuse=args.reuse
-        )
+            args.data, preset=args.preset, seed=args.seed, name=args.name, reuse=args.reuse,
+            image_size=args.image_size,
+        )  # fmt: skip
         if reused:
             print(f"Audit {audit.id}: {audit.status}, an earlier audit of this content with "
                   f"preset {audit.preset} and seed {audit.seed}, reused (--no-reuse audits it "
@@ -158,7 +162,7 @@ def _ci(args: argparse.Namespace) -> int:
             report = run_ci(
                 service, args.data, preset=args.preset, seed=args.seed, thresholds=thresholds,
                 timeout_s=args.timeout, reuse=args.reuse, name=args.name,
-                on_progress=_shown_on(progress),
+                image_size=args.image_size, on_progress=_shown_on(progress),
             )  # fmt: skip
     except (CiError, AuditClientError, DatasetError) as exc:
         print(f"dataset-audit ci: error: {exc}", file=sys.stderr)

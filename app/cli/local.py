@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from app.cli.client_verbs import print_audit, wait
 from app.cli.progress import ProgressDisplay
-from app.cli.shared import DATA_HELP, EXIT_ERROR, EXIT_OK, class_line, client
+from app.cli.shared import (
+    DATA_HELP,
+    EXIT_ERROR,
+    EXIT_OK,
+    class_line,
+    client,
+    image_size_option,
+)
 from app.formats import DatasetError, load_dataset
 from app.wording import verdict_lines
 from incompat.config import PRESET_NAMES
@@ -31,6 +38,7 @@ def add_verbs(verbs: Any) -> None:
     scan = verbs.add_parser("scan", help="audit a local dataset file here, without the service")
     scan.add_argument("data", type=Path, help=DATA_HELP)
     _engine_options(scan)
+    image_size_option(scan)
     scan.add_argument("--output", "-o", type=Path, help="write the result as JSON here")
     scan.add_argument(
         "--report", type=Path, metavar="HTML", help="write a standalone HTML report here"
@@ -67,7 +75,7 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
 def _scan(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         raise DatasetError(f"no such file: {args.data}")
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, image_size=args.image_size)
     result, seconds = _run_engine(dataset.images, dataset.labels, args)
     _print_summary(result, seconds, dataset.classes)
     if args.output:

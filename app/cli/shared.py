@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from app.formats import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIZE
+from app.formats.base import MIN_IMAGE_SIDE
 from app.wording import class_name
 
 if TYPE_CHECKING:
@@ -25,6 +27,25 @@ def server_option(parser: argparse.ArgumentParser) -> None:
         help="the service's URL (default: $DATASET_AUDIT_SERVER or http://127.0.0.1:8000); "
         "an API key, where the service wants one, comes from $DATASET_AUDIT_API_KEY",
     )
+
+
+def image_size_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        metavar="N",
+        help="bring every image to N x N (short side scaled to N, centre cropped); default: "
+        f"images of one size as they are, mixed sizes to {DEFAULT_IMAGE_SIZE}",
+    )
+
+
+def _image_size(text: str) -> int:
+    digits = text.isascii() and text.isdigit() and len(text) <= 6
+    if not (digits and MIN_IMAGE_SIDE <= int(text) <= MAX_IMAGE_SIZE):
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIZE}; got {text!r}"
+        )
+    return int(text)
 
 
 def client(args: argparse.Namespace) -> AuditClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +33,8 @@ class Limits:
 
     max_samples: int = 5_000_000
     max_image_side: int = 4096  # per side
+    # Width x height, from the header before decoding: what decoding one image may cost.
+    max_image_pixels: int = 40_000_000
     max_member_bytes: int = 64 * 2**20  # one zip member, uncompressed
     max_total_bytes: int = 64 * 2**30  # whole archive, uncompressed
     max_compression_ratio: float = 200.0
@@ -62,7 +65,9 @@ class LoadedDataset:
     images: npt.NDArray[np.uint8]  # N x H x W or N x H x W x C
     labels: npt.NDArray[np.int64]  # N
     classes: list[str] | None
-    paths: list[str] | None  # imagefolder: member path per index, root included; else None
+    # Per index: an ImageFolder's member path (root included), or the path a parquet row's image
+    # carries (None for a row without one); None for an npz, or a parquet file without paths.
+    paths: Sequence[str | None] | None
 
 
 def check_sample_count(n: int, limits: Limits) -> None:
@@ -76,7 +81,12 @@ def check_sample_count(n: int, limits: Limits) -> None:
 
 def check_image_shape(shape: tuple[int, ...], n: int, limits: Limits, where: str) -> None:
     """``shape`` is one image's (H, W) or (H, W, C); ``where`` names the image for the message."""
-    height, width = shape[:2]
+    check_image_size(shape[0], shape[1], limits, where)
+    check_decoded_bytes(shape, n, limits)
+
+
+def check_image_size(height: int, width: int, limits: Limits, where: str) -> None:
+    """One image's sides and pixel count; ``where`` names the image for the message."""
     if min(height, width) < MIN_IMAGE_SIDE:
         raise DatasetError(
             f"{where} is {height}x{width}; images must be at least "
@@ -87,6 +97,15 @@ def check_image_shape(shape: tuple[int, ...], n: int, limits: Limits, where: str
             f"{where} is {height}x{width}; images may be at most "
             f"{limits.max_image_side} pixels per side"
         )
+    if height * width > limits.max_image_pixels:
+        raise DatasetError(
+            f"{where} is {height}x{width}, {height * width} pixels; images may have at most "
+            f"{limits.max_image_pixels} pixels"
+        )
+
+
+def check_decoded_bytes(shape: tuple[int, ...], n: int, limits: Limits) -> None:
+    """``n`` images of ``shape`` (one image's, as decoded) fit the decoded-size bound."""
     decoded = n * math.prod(shape)
     if decoded > limits.max_total_bytes:
         raise DatasetError(

@@ -1,4 +1,4 @@
-"""ImageFolder ``.zip`` uploads: one folder per class, PNG/JPEG images of one size inside.
+"""ImageFolder ``.zip`` uploads: one folder per class, PNG/JPEG images inside.
 
 Labels follow torchvision's ImageFolder (index of the class folder in sorted name order); samples
 are in sorted member-path order so that indices are deterministic. One top-level folder holding
@@ -23,7 +23,7 @@ from app.formats.base import (
     check_class_names,
     check_sample_count,
 )
-from app.formats.images import Named, check_headers, decode_all
+from app.formats.images import Named, decode_all, survey
 from app.formats.zipsafe import check_entry_name, check_member, check_total, open_zip, read_member
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -38,25 +38,28 @@ class _Layout:
     labels: npt.NDArray[np.int64]
 
 
-def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
-    """Every image's header is read (size, mode, PNG checksums): a mixed or broken image is
+def inspect(path: str | os.PathLike[str], limits: Limits, image_size: int | None) -> DatasetInfo:
+    """Every image's header is read (size, mode, PNG checksums): a broken or oversized image is
     refused at upload rather than failing the audit later. No pixel is decoded."""
     with open_zip(path, limits) as archive:
         layout = _scan(archive, limits)
-        shape = check_headers(len(layout.samples), _members(archive, layout, limits), limits)
+        members = _members(archive, layout, limits)
+        plan = survey(len(layout.samples), members, limits, image_size, verify=True)
     return DatasetInfo(
         format="imagefolder",
         n_samples=len(layout.samples),
-        image_shape=shape,
+        image_shape=plan.shape,
         n_classes=len(layout.classes),
         classes=layout.classes,
     )
 
 
-def load(path: str | os.PathLike[str], limits: Limits) -> LoadedDataset:
+def load(path: str | os.PathLike[str], limits: Limits, image_size: int | None) -> LoadedDataset:
     with open_zip(path, limits) as archive:
         layout = _scan(archive, limits)
-        images = decode_all(len(layout.samples), _members(archive, layout, limits), limits)
+        images = decode_all(
+            len(layout.samples), lambda: _members(archive, layout, limits), limits, image_size
+        )
     return LoadedDataset(
         images=images,
         labels=layout.labels,

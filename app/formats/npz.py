@@ -1,5 +1,8 @@
 """``.npz`` uploads: uint8 images ``x``, integer labels ``y``, optional class names ``classes``.
 
+The images are of one shape already; they are resized only when the upload asks for an
+``image_size`` (``app/formats/sizing.py``).
+
 Never unpickles (user files are untrusted). Inspection reads the ``.npy`` headers and the small
 arrays; only the full load reads ``x``'s data.
 """
@@ -22,10 +25,12 @@ from app.formats.base import (
     LoadedDataset,
     as_int64_labels,
     check_class_names,
+    check_decoded_bytes,
     check_image_shape,
     check_labels,
     check_sample_count,
 )
+from app.formats.sizing import sized_shape, square_stack
 from app.formats.zipsafe import MEMBER_ERRORS, check_member, check_total, open_zip
 
 _ARRAY_ERRORS = (ValueError, *MEMBER_ERRORS)
@@ -48,31 +53,35 @@ class _Parsed:
     n_classes: int
 
 
-def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
+def inspect(path: str | os.PathLike[str], limits: Limits, image_size: int | None) -> DatasetInfo:
     with open_zip(path, limits) as archive:
-        parsed = _parse(archive, limits)
+        parsed = _parse(archive, limits, image_size)
     return DatasetInfo(
         format="npz",
         n_samples=parsed.shape[0],
-        image_shape=parsed.shape[1:],
+        image_shape=sized_shape(parsed.shape[1:], image_size),
         n_classes=parsed.n_classes,
         classes=parsed.classes,
     )
 
 
-def load(path: str | os.PathLike[str], limits: Limits) -> LoadedDataset:
+def load(path: str | os.PathLike[str], limits: Limits, image_size: int | None) -> LoadedDataset:
+    """The arrays as stored; with ``image_size``, each image brought to that square."""
     with open_zip(path, limits) as archive:
-        parsed = _parse(archive, limits)
-        images = _read_array(archive, parsed.x)
+        parsed = _parse(archive, limits, image_size)
+        images = np.ascontiguousarray(_read_array(archive, parsed.x), dtype=np.uint8)
+    images = images.reshape(parsed.shape)
+    if image_size is not None and images.shape[1:3] != (image_size, image_size):
+        images = square_stack(images, image_size)
     return LoadedDataset(
-        images=np.ascontiguousarray(images, dtype=np.uint8).reshape(parsed.shape),
+        images=images,
         labels=parsed.labels,
         classes=parsed.classes,
         paths=None,
     )
 
 
-def _parse(archive: zipfile.ZipFile, limits: Limits) -> _Parsed:
+def _parse(archive: zipfile.ZipFile, limits: Limits, image_size: int | None) -> _Parsed:
     members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
     missing = [name for name in ("x", "y") if name not in members]
     if missing:
@@ -89,6 +98,7 @@ def _parse(archive: zipfile.ZipFile, limits: Limits) -> _Parsed:
     check_total(used, limits)
 
     shape = _image_shape(archive, members["x"], limits)
+    check_decoded_bytes(sized_shape(shape[1:], image_size), shape[0], limits)
     labels = _labels(archive, members["y"], shape[0])
     classes = _class_names(archive, members["classes"]) if "classes" in members else None
     return _Parsed(members["x"], shape, labels, classes, check_labels(labels, classes))

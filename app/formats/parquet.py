@@ -1,7 +1,8 @@
 """``.parquet`` uploads in the Hugging Face hub export layout.
 
 An image column (the HF ``Image`` feature, a struct ``{bytes, path}``, or plain binary) of PNG/JPEG
-bytes and an integer label column; class names come from the HF ``ClassLabel`` metadata if present.
+bytes and an integer label column; class names come from the HF ``ClassLabel`` metadata if present,
+and each image's ``path`` (where a struct has one) is kept for the flagged list.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app.formats.base import (
@@ -27,32 +29,35 @@ from app.formats.base import (
     check_labels,
     check_sample_count,
 )
-from app.formats.images import Named, check_headers, decode_all
+from app.formats.images import Named, decode_all, survey
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "images")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "target")
 _BATCH_ROWS = 256
 _READ_BUFFER = 2**20  # stream pages rather than reading whole column chunks into memory
 _ARROW_ERRORS = (pa.ArrowException, OSError, EOFError)
+MAX_PATH = 1024  # characters of an image's path kept for the flagged list
 
 
-def inspect(path: str | os.PathLike[str], limits: Limits) -> DatasetInfo:
+def inspect(path: str | os.PathLike[str], limits: Limits, image_size: int | None) -> DatasetInfo:
     """Reads every image's header (size, mode, PNG checksums), as for an ImageFolder zip."""
     with _open(path) as file:
         n, image_column, labels, classes = _parse(file, limits)
         n_classes = check_labels(labels, classes)
-        shape = check_headers(n, _rows(file, image_column, n, limits), limits)
+        rows = _rows(file, image_column, n, limits)
+        plan = survey(n, rows, limits, image_size, verify=True)
     return DatasetInfo(
-        format="parquet", n_samples=n, image_shape=shape, n_classes=n_classes, classes=classes
+        format="parquet", n_samples=n, image_shape=plan.shape, n_classes=n_classes, classes=classes
     )
 
 
-def load(path: str | os.PathLike[str], limits: Limits) -> LoadedDataset:
+def load(path: str | os.PathLike[str], limits: Limits, image_size: int | None) -> LoadedDataset:
     with _open(path) as file:
         n, image_column, labels, classes = _parse(file, limits)
         check_labels(labels, classes)
-        images = decode_all(n, _rows(file, image_column, n, limits), limits)
-    return LoadedDataset(images=images, labels=labels, classes=classes, paths=None)
+        images = decode_all(n, lambda: _rows(file, image_column, n, limits), limits, image_size)
+        paths = _paths(file, image_column, n)
+    return LoadedDataset(images=images, labels=labels, classes=classes, paths=paths)
 
 
 @contextmanager
@@ -186,6 +191,35 @@ def _rows(file: Any, column: str, n: int, limits: Limits) -> Iterator[Named]:
         raise DatasetError(
             f"the file's metadata promises {n} rows but its image column holds {row}"
         )
+
+
+def _paths(file: Any, column: str, n: int) -> list[str | None] | None:
+    """The path each row's image carries (a Hugging Face Image feature keeps the name of the file
+    it was made from), for the flagged list; None when no row carries a usable one. Only the
+    struct's ``path`` field is read, not the images again."""
+    kind = file.schema_arrow.field(column).type
+    index = kind.get_field_index("path") if pa.types.is_struct(kind) else -1
+    if index < 0 or not pa.types.is_string(kind.field(index).type):
+        return None
+    try:
+        table = file.read(columns=[f"{column}.path"])
+        values = pc.struct_field(table.column(column), "path").to_pylist()
+    except _ARROW_ERRORS as exc:
+        raise DatasetError(f"cannot read the image paths of column '{column}': {exc}") from exc
+    if len(values) != n:
+        raise DatasetError(
+            f"the file's metadata promises {n} rows but the image paths number {len(values)}"
+        )
+    paths = [_usable_path(value) for value in values]
+    return paths if any(path is not None for path in paths) else None
+
+
+def _usable_path(value: Any) -> str | None:
+    # A path is only shown: one that a page or a database cannot hold (a NUL, a control
+    # character), or longer than any file's, is left out rather than refused.
+    if isinstance(value, str) and value and len(value) <= MAX_PATH and value.isprintable():
+        return value
+    return None
 
 
 def _encoded(value: Any, row: int, limits: Limits) -> bytes:

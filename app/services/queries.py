@@ -41,10 +41,10 @@ REUSABLE = (AuditStatus.QUEUED, AuditStatus.RUNNING, AuditStatus.SUCCEEDED)
 
 
 def find_reusable(
-    session: Session, sha256: str, *, tenant: str, preset: str, seed: int
+    session: Session, sha256: str, *, tenant: str, preset: str, seed: int, image_size: int | None
 ) -> AuditRead | None:
-    """The tenant's newest audit of this content with this preset and seed that has succeeded or
-    may still: auditing it again would give the same result."""
+    """The tenant's newest audit of this content with this preset, seed and image_size that has
+    succeeded or may still: auditing it again would give the same result."""
     audit = session.scalars(
         select(Audit)
         .where(
@@ -52,6 +52,7 @@ def find_reusable(
             Audit.dataset_sha256 == sha256,
             Audit.preset == preset,
             Audit.seed == seed,
+            Audit.image_size == image_size,  # IS NULL for None
             Audit.status.in_(REUSABLE),
         )
         .order_by(Audit.created_at.desc())

@@ -18,7 +18,14 @@ from pydantic_core import PydanticCustomError
 
 from app import callback_urls, lifecycle
 from app.context import Context
-from app.formats import DatasetError, DatasetInfo, inspect_dataset
+from app.formats import (
+    DEFAULT_IMAGE_SIZE,
+    MAX_IMAGE_SIZE,
+    DatasetError,
+    DatasetInfo,
+    inspect_dataset,
+)
+from app.formats.base import MIN_IMAGE_SIDE
 from app.services import access, queries
 from app.settings import get_settings
 from app.tables import Audit
@@ -51,6 +58,15 @@ class Options(BaseModel):
         default=None, description="default: the service's (DEFAULT_PRESET, fast unless set)"
     )
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    image_size: int | None = Field(
+        default=None,
+        ge=MIN_IMAGE_SIDE,
+        le=MAX_IMAGE_SIZE,
+        description="Bring every image to this square size: its short side scaled to it, "
+        "keeping the aspect, then its centre cropped. Default: images of one size are kept as "
+        f"they are, and mixed sizes are brought to {DEFAULT_IMAGE_SIZE} x {DEFAULT_IMAGE_SIZE} "
+        "the same way.",
+    )
     name: str | None = Field(default=None, max_length=MAX_NAME)
     callback_url: str | None = Field(
         default=None,
@@ -60,8 +76,8 @@ class Options(BaseModel):
     )
     reuse: bool = Field(
         default=True,
-        description="Answer with an earlier audit of the same content, preset and seed when "
-        "there is one.",
+        description="Answer with an earlier audit of the same content, preset, seed and "
+        "image_size when there is one.",
     )
 
     @model_validator(mode="before")
@@ -86,6 +102,23 @@ class Options(BaseModel):
         # isascii: str.isdigit() also admits digits int() refuses, such as "²".
         if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEED:
             raise _refusal(f"seed must be an integer from 0 to {MAX_SEED}; got {value!r}")
+        return int(text)
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, value: Any) -> Any:
+        text = str(value)
+        # The length first: int() of thousands of digits is slow, and refused past 4300.
+        if not (
+            text.isascii()
+            and text.isdigit()
+            and len(text) <= 6
+            and MIN_IMAGE_SIDE <= int(text) <= MAX_IMAGE_SIZE
+        ):
+            raise _refusal(
+                f"image_size must be an integer from {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIZE} "
+                f"(pixels), or blank; got {value!r}"
+            )
         return int(text)
 
     @field_validator("name", mode="before")
@@ -142,7 +175,7 @@ def _refusal(message: str) -> PydanticCustomError:
 @dataclass(frozen=True)
 class Submitted:
     audit: AuditRead
-    reused: bool  # an earlier audit of the same content, preset and seed answers
+    reused: bool  # an earlier audit of the same content, preset, seed and image_size answers
 
 
 def submit(context: Context, tenant: str, upload: Upload, options: Options) -> Submitted:
@@ -154,12 +187,21 @@ def submit(context: Context, tenant: str, upload: Upload, options: Options) -> S
         if options.reuse:
             with context.reads() as session:
                 earlier = queries.find_reusable(
-                    session, upload.sha256, tenant=tenant, preset=preset, seed=options.seed
+                    session,
+                    upload.sha256,
+                    tenant=tenant,
+                    preset=preset,
+                    seed=options.seed,
+                    image_size=options.image_size,
                 )
             if earlier is not None:
                 return Submitted(earlier, reused=True)
         try:
-            info = inspect_dataset(upload.path, limits=context.settings.dataset_limits)
+            info = inspect_dataset(
+                upload.path,
+                limits=context.settings.dataset_limits,
+                image_size=options.image_size,
+            )
         except DatasetError as exc:
             raise Refused(422, f"{upload.filename or 'the file'}: {exc}") from exc
         audit = _new_audit(tenant, upload, info, options, preset)
@@ -217,6 +259,7 @@ def _new_audit(
         name=options.name,
         preset=preset,
         seed=options.seed,
+        image_size=options.image_size,
         dataset_format=info.format,
         dataset_filename=upload.filename or None,
         dataset_sha256=upload.sha256,

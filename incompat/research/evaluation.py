@@ -11,7 +11,7 @@ import torch
 
 from incompat.config import EngineConfig, get_preset
 from incompat.data import DeviceData
-from incompat.engine import resolve_device
+from incompat.devices import resolve_device
 from incompat.research.attacks import PoisonedDataset
 from incompat.research.metrics import attack_success
 from incompat.training import Learner, penultimate_features

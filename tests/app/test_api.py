@@ -278,7 +278,7 @@ def test_openapi_documents_the_upload(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/audits"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert set(body["schema"]["properties"]) == {
-        "file", "preset", "seed", "name", "callback_url", "reuse"
+        "file", "preset", "seed", "image_size", "name", "callback_url", "reuse"
     }  # fmt: skip
     assert {"/audits/{audit_id}/flagged", "/audits/{audit_id}/scores", "/readyz"} <= set(
         schema["paths"]

@@ -35,6 +35,7 @@ from tests.dataset_files import encode_png as png
 MAX_UPLOAD = 200_000
 MAX_SAMPLES = 100
 MAX_SIDE = 64
+MAX_PIXELS = 2000  # under MAX_SIDE squared: an image within the side limit can be over it
 N = 20  # samples in each valid base dataset
 SIDE = 16
 RNG = np.random.default_rng(0)
@@ -43,7 +44,12 @@ COLOUR = RNG.integers(0, 256, (N, SIDE, SIDE, 3), dtype=np.uint8)
 LABELS = np.arange(N) % 2
 
 
-LIMITS = {"max_upload_bytes": MAX_UPLOAD, "max_samples": MAX_SAMPLES, "max_image_side": MAX_SIDE}
+LIMITS = {
+    "max_upload_bytes": MAX_UPLOAD,
+    "max_samples": MAX_SAMPLES,
+    "max_image_side": MAX_SIDE,
+    "max_image_pixels": MAX_PIXELS,
+}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -302,11 +308,15 @@ VALID: dict[str, Callable[[], bytes]] = {
     "imagefolder-grey-among-colour": lambda: zip_of(
         {"a/0.png": image_bytes("RGB"), "a/1.png": image_bytes("L"), "b/0.png": image_bytes("P")}
     ),
+    "imagefolder-colour-among-grey-of-mixed-sizes": lambda: zip_with(
+        "data/b/wide.png", image_bytes("RGB", (SIDE, SIDE + 4))
+    ),
     "imagefolder-jpeg": lambda: zip_of(
         {"a/0.jpg": image_bytes("RGB", fmt="JPEG"), "b/0.JPEG": image_bytes("RGB", fmt="JPEG")}
     ),
     "parquet": hf_parquet,
     "parquet-with-names": lambda: hf_parquet(names=["cat", "dog"]),
+    "parquet-mixed-sizes": lambda: parquet_images((7, png(np.zeros((SIDE, SIDE + 1), np.uint8)))),
 }
 
 CORPUS = [
@@ -361,14 +371,14 @@ CORPUS = [
     case("zip-text-named-png", lambda: zip_with("data/b/fake.png", b"hello"), "not a readable PNG"),
     case("zip-gif-named-png", lambda: zip_with("data/b/x.png", image_bytes("P", fmt="GIF")), "PNG"),
     case(
-        "zip-mixed-sizes",
-        lambda: zip_with("data/b/wide.png", png(np.zeros((SIDE, SIDE + 4), np.uint8))),
-        "all images must have one size",
+        "zip-over-pixel-limit",
+        lambda: zip_with("data/b/big.png", png(np.zeros((40, 60), np.uint8))),
+        "'data/b/big.png' is 40x60, 2400 pixels; images may have at most 2000 pixels",
     ),
     case(
-        "zip-colour-among-grey",
-        lambda: zip_with("data/b/rgb.png", image_bytes("RGB")),
-        "all images must have one mode",
+        "zip-jpeg-over-pixel-limit",
+        lambda: zip_with("data/a/big.jpg", image_bytes("RGB", (50, 50), fmt="JPEG")),
+        "'data/a/big.jpg' is 50x50, 2500 pixels",
     ),
     case(
         "zip-truncated-png",
@@ -569,9 +579,9 @@ CORPUS = [
         "'row 5' is not a readable PNG",
     ),
     case(
-        "parquet-mixed-sizes",
-        lambda: parquet_images((7, png(np.zeros((SIDE, SIDE + 1), np.uint8)))),
-        "all images must have one size",
+        "parquet-over-pixel-limit",
+        lambda: parquet_images((7, png(np.zeros((40, 60), np.uint8)))),
+        "'row 7' is 40x60, 2400 pixels; images may have at most 2000 pixels",
     ),
     case(
         "parquet-truncated-png",
@@ -616,9 +626,15 @@ def test_the_valid_bases_are_accepted(api: TestClient, build: Callable[[], bytes
 
 
 def test_grey_among_colour_is_taken_as_colour(api: TestClient) -> None:
-    """The documented rule: the first image sets the mode, grey converts to colour losslessly."""
+    """The documented rule: one colour image makes the dataset colour, grey converts losslessly."""
     audit = post(api, VALID["imagefolder-grey-among-colour"](), reuse="false").json()
     assert audit["dataset"]["image_shape"] == [SIDE, SIDE, 3]
+    mixed = VALID["imagefolder-colour-among-grey-of-mixed-sizes"]()
+    audit = post(api, mixed, reuse="false").json()
+    assert audit["dataset"]["image_shape"] == [32, 32, 3]
+    assert audit["image_size"] is None
+    audit = post(api, mixed, reuse="false", image_size="24").json()
+    assert (audit["dataset"]["image_shape"], audit["image_size"]) == ([24, 24, 3], 24)
 
 
 @pytest.mark.parametrize("hostile", CORPUS)
@@ -694,6 +710,21 @@ def test_a_raw_pickle_in_place_of_an_array_is_not_unpickled(
         pytest.param({"callback_url": "not a url"}, "http(s) URL", id="callback-not-a-url"),
         pytest.param({"callback_url": "javascript:alert(1)"}, "http(s) URL", id="callback-js"),
         pytest.param({"reuse": "maybe"}, "reuse must be true or false", id="reuse-maybe"),
+        pytest.param(
+            {"image_size": "7"}, "image_size must be an integer from 8 to 512", id="image-size-7"
+        ),
+        pytest.param(
+            {"image_size": "513"}, "image_size must be an integer from 8", id="image-size-513"
+        ),
+        pytest.param(
+            {"image_size": "-32"}, "image_size must be an integer", id="image-size-negative"
+        ),
+        pytest.param(
+            {"image_size": "32.0"}, "image_size must be an integer", id="image-size-fraction"
+        ),
+        pytest.param(
+            {"image_size": "9" * 4000}, "image_size must be an integer", id="image-size-4000-digits"
+        ),
         pytest.param(
             {"preset": "p" * 5000}, "form field 'preset' is too long", id="field-too-long"
         ),

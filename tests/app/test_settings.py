@@ -49,7 +49,17 @@ def test_the_api_schema_follows_the_engine_configuration(tmp_path: Path) -> None
     properties = form["schema"]["properties"]
     assert properties["preset"]["enum"] == list(PRESET_NAMES)
     assert form["schema"]["required"] == ["file"]
-    assert set(properties) == {"file", "preset", "seed", "name", "callback_url", "reuse"}
+    assert set(properties) == {
+        "file",
+        "preset",
+        "seed",
+        "image_size",
+        "name",
+        "callback_url",
+        "reuse",
+    }
     assert (properties["seed"]["minimum"], properties["seed"]["maximum"]) == (0, 2**63 - 1)
+    size = properties["image_size"]
+    assert (size["type"], size["minimum"], size["maximum"]) == ("integer", 8, 512)
     scores = schema["components"]["schemas"]["Scores"]["properties"]
     assert scores["threshold"]["default"] == FLAG_THRESHOLD
