@@ -122,6 +122,8 @@ class Audit(Base):
     engine_version: Mapped[str | None] = mapped_column(String(32))
     device: Mapped[str | None] = mapped_column(String(64))
     n_flagged: Mapped[int | None] = mapped_column(Integer)
+    # The cost predicted at submission (schemas.CostEstimate), beside the summary's actual one.
+    estimate: Mapped[dict[str, Any] | None] = mapped_column()
     # Per-class counts, timings, learner counts: the engine's summary without per-sample arrays.
     summary: Mapped[dict[str, Any] | None] = mapped_column()
     # Where to POST the summary when the audit ends.

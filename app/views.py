@@ -55,6 +55,7 @@ def to_read(audit: Audit) -> AuditRead:
         error_code=audit.error_code,  # type: ignore[arg-type]
         engine_version=audit.engine_version,
         attempts=audit.attempts,
+        estimate=audit.estimate,  # type: ignore[arg-type]
         summary=_summary(audit),
         webhook=_webhook(audit),
         links=_links(audit),

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from dataset_audit.schemas import AuditRead, AuditStatus, FlaggedItem, FlaggedPage, Page
+from dataset_audit.schemas import AuditRead, AuditStatus, DryRun, FlaggedItem, FlaggedPage, Page
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 REUSABLE = ("queued", "running", "succeeded")
@@ -116,6 +116,25 @@ class AuditClient:
                 "POST", "/audits", files={"file": (path.name, file)}, data=data, timeout=None
             )
         return AuditRead.model_validate(response.json()), response.status_code == 200
+
+    def estimate(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        preset: str | None = None,
+        image_size: int | None = None,
+    ) -> DryRun:
+        """Upload a dataset file for inspection only (``dry_run``): its audit's predicted cost,
+        with nothing stored or queued."""
+        path = Path(path)
+        fields = {"preset": preset, "image_size": None if image_size is None else str(image_size)}
+        data = {k: v for k, v in fields.items() if v is not None}
+        with path.open("rb") as file:
+            response = self._request(
+                "POST", "/audits", params={"dry_run": "true"},
+                files={"file": (path.name, file)}, data=data, timeout=None,
+            )  # fmt: skip
+        return DryRun.model_validate(response.json())
 
     def get(self, audit_id: uuid.UUID | str) -> AuditRead:
         return AuditRead.model_validate(self._request("GET", f"/audits/{audit_id}").json())

@@ -203,6 +203,33 @@ class Webhook(BaseModel):
     deliveries: list[Delivery] = Field(description="Attempts so far, first first.")
 
 
+class CostEstimate(BaseModel):
+    """What an audit is predicted to cost before it runs (``incompat.cost``)."""
+
+    device: str = Field(description="The kind of device the figures are for: cpu, cuda or mps.")
+    seconds: float | None = Field(
+        description="Compute seconds on one worker of that device (with several workers an "
+        "audit in parts ends sooner); null when the service knows no throughput for it yet."
+    )
+    device_bytes: int = Field(
+        description="Peak memory on the device: the dataset, a batch's activations, the network."
+    )
+    epoch_equivalents: float = Field(description="Training passes over the dataset it will make.")
+    basis: str = Field(description="Where the throughput behind ``seconds`` comes from.")
+
+
+class DryRun(BaseModel):
+    """The answer to ``POST /audits?dry_run=true``: the dataset as inspected and its estimate;
+    nothing is stored or queued."""
+
+    dry_run: Literal[True] = True
+    preset: str
+    n_samples: int
+    n_classes: int
+    image_shape: list[int]
+    estimate: CostEstimate
+
+
 class AuditRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -228,6 +255,11 @@ class AuditRead(BaseModel):
     )
     engine_version: str | None
     attempts: int
+    estimate: CostEstimate | None = Field(
+        default=None,
+        description="The cost predicted when it was submitted; the summary's timings hold what "
+        "it took.",
+    )
     summary: AuditSummary | None
     webhook: Webhook | None = Field(
         default=None, description="The callback URL and its delivery attempts, if one was given."

@@ -49,3 +49,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             f"{torch.cuda.device_count()} CUDA device(s)"
         )
     return resolved
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory free for a run on ``device``: the GPU's free memory, or the machine's available
+    memory for the CPU (Linux); None where it cannot be told."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as meminfo:
+                for line in meminfo:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None

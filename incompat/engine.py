@@ -10,13 +10,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from incompat import checkpoint
+from incompat import checkpoint, cost
 from incompat.checkpoint import ClusteringState
 from incompat.clustering import find_cluster, train_weak_learner
 from incompat.config import DEFAULT_PRESET, FLAG_THRESHOLD, EngineConfig, get_preset
 from incompat.data import DeviceData
-from incompat.devices import repeatable_cudnn, resolve_device
-from incompat.errors import InvalidConfigError
+from incompat.devices import free_bytes, repeatable_cudnn, resolve_device
+from incompat.errors import InvalidConfigError, InvalidDatasetError
 from incompat.groups import TriggerGroup, find_groups, probe_features
 from incompat.result import DetectionResult, GroupSummary, summarize_classes
 from incompat.scores import raised, untied
@@ -82,6 +82,7 @@ class Run:
         self.seed = seed
         self.dataset = validate(images, labels, self.config)
         self.device = resolve_device(device)
+        _check_room(self.config, self.dataset.images, self.device)
         self.data = DeviceData.from_arrays(
             self.dataset.images,
             self.dataset.labels,
@@ -310,6 +311,18 @@ class Run:
             n_learners=state.n_learners,
             epoch_equivalents=samples_trained / data.n,
             device=str(torch_device),
+        )
+
+
+def _check_room(config: EngineConfig, images: np.ndarray, device: torch.device) -> None:
+    """Refuse, before anything is copied, a dataset that the device has no memory for."""
+    need = cost.device_bytes(config, images.shape[0], images.shape[1:])
+    free = free_bytes(device)
+    if free is not None and need > free:
+        raise InvalidDatasetError(
+            f"the audit needs about {need / 2**30:.1f} GiB on {device}, which has "
+            f"{free / 2**30:.1f} GiB free: audit fewer or smaller images (image_size), or use a "
+            "device with more memory"
         )
 
 

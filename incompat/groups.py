@@ -16,11 +16,11 @@ all its members, whatever the refinement decided.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from incompat.cost import probe_epochs
 from incompat.training import Learner, penultimate_features
 
 _DIMS = 10  # principal components the clustering sees, as in activation clustering
@@ -41,12 +41,6 @@ class TriggerGroup:
     @property
     def contrast(self) -> float:
         return self.rejected - self.rejected_elsewhere
-
-
-def probe_epochs(steps: int, n_samples: int, batch_size: int) -> int:
-    """Epochs that make about ``steps`` SGD steps over ``n_samples``: from 2 (large datasets)
-    to 30 (a few hundred images, which more passes would only memorise)."""
-    return min(30, max(2, math.ceil(steps * batch_size / n_samples)))
 
 
 def probe_features(learner: Learner, steps: int, seed: int) -> torch.Tensor:

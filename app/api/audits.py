@@ -22,6 +22,7 @@ from app.views import to_read
 from dataset_audit.schemas import (
     MAX_OFFSET,
     AuditRead,
+    DryRun,
     ErrorBody,
     FlaggedItem,
     FlaggedPage,
@@ -58,22 +59,35 @@ router = APIRouter(prefix="/audits", tags=["audits"], responses=UNAUTHORIZED)
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
+    response_model=AuditRead,
     summary="Upload a dataset and start auditing it",
     openapi_extra={"requestBody": request_body()},
     responses={
         200: {
-            "model": AuditRead,
+            "model": AuditRead | DryRun,
             "description": "An earlier audit of the same content with the same preset, seed "
             "and image_size (queued, running or succeeded) answers instead of a new one; send "
-            "reuse=false to audit again.",
+            "reuse=false to audit again. With dry_run=true: the dataset as inspected and its "
+            "cost estimate (DryRun), nothing stored or queued.",
         },
         **ERRORS,
     },
 )
 async def create_audit(
-    form: UploadFormDep, response: Response, context: ContextDep, tenant: TenantDep
-) -> AuditRead:
+    form: UploadFormDep,
+    response: Response,
+    context: ContextDep,
+    tenant: TenantDep,
+    dry_run: Annotated[
+        bool,
+        Query(description="Inspect the dataset and answer its cost estimate (200, DryRun) "
+              "without storing or queueing it."),
+    ] = False,
+) -> AuditRead | JSONResponse:  # fmt: skip
     try:
+        if dry_run:
+            answer = await run_in_threadpool(submission.dry_run, context, form.upload, form.options)
+            return JSONResponse(answer.model_dump(mode="json"))
         submitted = await run_in_threadpool(
             submission.submit, context, tenant, form.upload, form.options
         )

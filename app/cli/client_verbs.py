@@ -45,6 +45,15 @@ def add_verbs(verbs: Any) -> None:
     server_option(submit)
     submit.set_defaults(handler=_submit)
 
+    estimate = verbs.add_parser(
+        "estimate", help="what auditing a dataset would cost, without starting the audit"
+    )
+    estimate.add_argument("data", type=Path, help=DATA_HELP)
+    estimate.add_argument("--preset", choices=PRESET_NAMES, help="default: the server's (fast)")
+    image_size_option(estimate)
+    server_option(estimate)
+    estimate.set_defaults(handler=_estimate)
+
     status = verbs.add_parser("status", help="an audit's status, progress and summary")
     status.add_argument("audit_id", metavar="ID")
     status.add_argument("--wait", action="store_true", help="wait for the audit to finish")
@@ -116,6 +125,30 @@ def _submit(args: argparse.Namespace) -> int:
             print_audit(audit)
             return EXIT_OK if audit.status == "succeeded" else EXIT_ERROR
     return EXIT_OK
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    if not args.data.is_file():
+        raise DatasetError(f"no such file: {args.data}")
+    with client(args) as service:
+        answer = service.estimate(args.data, preset=args.preset, image_size=args.image_size)
+    cost = answer.estimate
+    shape = "x".join(str(side) for side in answer.image_shape)
+    print(f"{answer.n_samples} images of {shape} in {answer.n_classes} classes, "
+          f"preset {answer.preset}:")  # fmt: skip
+    seconds = "unknown" if cost.seconds is None else f"about {duration(cost.seconds)}"
+    print(f"  time on one {cost.device} worker: {seconds} ({cost.basis})")
+    print(f"  device memory: about {cost.device_bytes / 2**20:,.0f} MiB")
+    print(f"  training: {cost.epoch_equivalents:g} passes over the dataset")
+    return EXIT_OK
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _status(args: argparse.Namespace) -> int:

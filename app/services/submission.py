@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from app import callback_urls, lifecycle
 from app.context import Context
+from app.estimates import estimate_cost
 from app.formats import (
     DEFAULT_IMAGE_SIZE,
     MAX_IMAGE_SIZE,
@@ -31,7 +32,7 @@ from app.settings import get_settings
 from app.tables import Audit
 from app.uploads import Upload
 from app.views import to_read
-from dataset_audit.schemas import AuditRead, AuditStatus
+from dataset_audit.schemas import AuditRead, AuditStatus, CostEstimate, DryRun
 from incompat.config import PRESET_NAMES, PresetName
 
 
@@ -196,15 +197,9 @@ def submit(context: Context, tenant: str, upload: Upload, options: Options) -> S
                 )
             if earlier is not None:
                 return Submitted(earlier, reused=True)
-        try:
-            info = inspect_dataset(
-                upload.path,
-                limits=context.settings.dataset_limits,
-                image_size=options.image_size,
-            )
-        except DatasetError as exc:
-            raise Refused(422, f"{upload.filename or 'the file'}: {exc}") from exc
+        info = _inspect(context, upload, options)
         audit = _new_audit(tenant, upload, info, options, preset)
+        audit.estimate = _estimate(context, preset, info).model_dump()
         context.storage.put_file(upload.path, audit.storage_key)
     finally:
         upload.discard()
@@ -216,6 +211,39 @@ def submit(context: Context, tenant: str, upload: Upload, options: Options) -> S
             raise Refused(429, str(exc)) from exc
         raise
     return Submitted(to_read(audit), reused=False)
+
+
+def dry_run(context: Context, upload: Upload, options: Options) -> DryRun:
+    """Inspect the upload and estimate its audit's cost, storing and queueing nothing; the spooled
+    upload is gone after. ``Refused`` (422) when the file is not a dataset this service reads."""
+    preset = options.preset or context.settings.default_preset
+    try:
+        info = _inspect(context, upload, options)
+    finally:
+        upload.discard()
+    return DryRun(
+        preset=preset,
+        n_samples=info.n_samples,
+        n_classes=info.n_classes,
+        image_shape=list(info.image_shape),
+        estimate=_estimate(context, preset, info),
+    )
+
+
+def _inspect(context: Context, upload: Upload, options: Options) -> DatasetInfo:
+    try:
+        return inspect_dataset(
+            upload.path, limits=context.settings.dataset_limits, image_size=options.image_size
+        )
+    except DatasetError as exc:
+        raise Refused(422, f"{upload.filename or 'the file'}: {exc}") from exc
+
+
+def _estimate(context: Context, preset: str, info: DatasetInfo) -> CostEstimate:
+    with context.reads() as session:
+        return estimate_cost(
+            session, context.settings.worker_device, preset, info.n_samples, info.image_shape
+        )
 
 
 def check_room(context: Context, tenant: str, *, declared_bytes: int = 0) -> None:

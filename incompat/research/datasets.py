@@ -61,3 +61,22 @@ def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
     return images, table[:, -1].astype(np.int64)
+
+
+def colourize(images: np.ndarray, seed: int = 0, size: int = 32, noise: float = 8.0) -> np.ndarray:
+    """Grey N x H x W images as colour N x size x size x 3, each its own: a random foreground
+    colour where the image is bright over a random background colour, with Gaussian noise, the
+    image centred on a ``size`` canvas of its background. A colour benchmark set from data that is
+    here (CIFAR-10 and GTSRB cannot be downloaded): the classes keep their shapes, and colour
+    carries no label information, as in a natural image set."""
+    rng = np.random.default_rng(seed)
+    n, height, width = images.shape
+    top, left = (size - height) // 2, (size - width) // 2
+    alpha = np.zeros((n, size, size, 1), np.float32)
+    alpha[:, top : top + height, left : left + width, 0] = images.astype(np.float32) / 255.0
+    foreground = rng.integers(0, 256, (n, 1, 1, 3)).astype(np.float32)
+    background = rng.integers(0, 256, (n, 1, 1, 3)).astype(np.float32)
+    colour = alpha * foreground + (1.0 - alpha) * background
+    colour = colour + np.asarray(rng.normal(0.0, noise, size=(n, size, size, 3)), np.float32)
+    coloured: np.ndarray = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
+    return coloured

@@ -78,6 +78,20 @@ def test_the_cli_submits_waits_and_lists_flagged(
     assert planted_fashion.is_poison[suspected].mean() >= 0.9
 
 
+def test_the_cli_estimates_an_audit_without_starting_it(
+    embedded_url: str, small_fashion, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "fashion.npz"
+    write_npz(path, *small_fashion)
+    before = AuditClient(embedded_url).list_audits().total
+    assert main(["estimate", str(path), "--server", embedded_url, "--preset", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "600 images of 28x28 in 10 classes, preset tiny:" in out
+    assert "time on one cpu worker: about " in out
+    assert "device memory: about " in out
+    assert AuditClient(embedded_url).list_audits().total == before
+
+
 def test_the_cli_reports_errors_with_exit_2(
     embedded_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
