@@ -8,14 +8,16 @@
 # files beside the checkout first, into a folder git ignores, and carry it along:
 #     mkdir -p .gpu-data && cp /usr/share/datasets/fashion-mnist/train-*.gz .gpu-data/
 #     echo /.gpu-data/ >> .git/info/exclude
-# then run `bash bench/gpu.sh` there with `.gpu-data` carried; figures land in $OUT.
+# then run `bash bench/gpu.sh` there with `.gpu-data` carried; figures land in $OUT. A smoke run
+# on a CPU: PYTHON=.venv/bin/python GPU_DATA=/usr/share/datasets/fashion-mnist SAMPLES=1000 \
+#     RUNS=tiny,tiny DEVICE=cpu bash bench/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-run}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
-python3 bench/gpu_run.py --data "${GPU_DATA:-.gpu-data}" --samples "${SAMPLES:-50000}" \
+"${PYTHON:-python3}" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+"${PYTHON:-python3}" bench/gpu_run.py --data "${GPU_DATA:-.gpu-data}" --samples "${SAMPLES:-50000}" \
     --runs "${RUNS:-fast,fast,paper}" --device "${DEVICE:-cuda}" --json "$OUT/gpu.json" \
     2>&1 | tee "$OUT/gpu.log"
