@@ -91,7 +91,8 @@ def test_bad_files_exit_2_with_a_clear_message(tmp_path) -> None:
 @pytest.mark.parametrize("module", ["app.cli", "app.main", "dataset_audit.client", "app.serve"])
 def test_the_api_side_does_not_import_torch(module: str) -> None:
     """The API process stays small and starts fast: torch and the engine are the worker's. Of
-    the engine it reads only the torch-free configuration (presets, the flag threshold)."""
+    the engine it reads only the torch-free configuration (presets, the flag threshold) and cost
+    model (estimates)."""
     code = (
         f"import sys, {module}; "
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('incompat')))"
@@ -100,6 +101,7 @@ def test_the_api_side_does_not_import_torch(module: str) -> None:
     assert done.stdout.strip() in (
         "[]",
         "['incompat', 'incompat.config', 'incompat.errors', 'incompat.version']",
+        "['incompat', 'incompat.config', 'incompat.cost', 'incompat.errors', 'incompat.version']",
     )
 
 
