@@ -212,7 +212,8 @@ class CostEstimate(BaseModel):
         "audit in parts ends sooner); null when the service knows no throughput for it yet."
     )
     device_bytes: int = Field(
-        description="Peak memory on the device: the dataset, a batch's activations, the network."
+        description="Peak memory the audit takes on the device beyond the runtime's own: the "
+        "dataset, a batch's activations, the network (a CPU worker's process adds about 1 GB)."
     )
     epoch_equivalents: float = Field(description="Training passes over the dataset it will make.")
     basis: str = Field(description="Where the throughput behind ``seconds`` comes from.")

@@ -138,7 +138,7 @@ def _estimate(args: argparse.Namespace) -> int:
           f"preset {answer.preset}:")  # fmt: skip
     seconds = "unknown" if cost.seconds is None else f"about {duration(cost.seconds)}"
     print(f"  time on one {cost.device} worker: {seconds} ({cost.basis})")
-    print(f"  device memory: about {cost.device_bytes / 2**20:,.0f} MiB")
+    print(f"  device memory: about {cost.device_bytes / 2**20:,.0f} MiB beyond the runtime's own")
     print(f"  training: {cost.epoch_equivalents:g} passes over the dataset")
     return EXIT_OK
 
