@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.tables import Audit
 from dataset_audit.schemas import AuditStatus, CostEstimate
-from incompat.config import get_preset
+from incompat.config import PRESETS, get_preset
 from incompat.cost import THROUGHPUT, estimate, throughput_of
 
 # The latest finished audits the throughput is learnt from.
@@ -33,7 +33,8 @@ def estimate_cost(
     rates = [
         throughput_of(get_preset(audit.preset), audit.n_samples, tuple(audit.image_shape), total)
         for audit, summary, total in history
-        if _kind(str(summary.get("device", ""))) == kind
+        if audit.preset in PRESETS  # an engine upgrade may have dropped a preset
+        and _kind(str(summary.get("device", ""))) == kind
         and summary.get("config", {}).get("arch") == config.arch
     ]
     if rates:

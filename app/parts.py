@@ -40,9 +40,12 @@ class _Taken(Exception):
     """The part is not this worker's to take: roll the audit's start back."""
 
 
-def has_parts(context: Context, audit_id: uuid.UUID) -> bool:
+def names(context: Context, audit_id: uuid.UUID) -> list[str]:
+    """The audit's parts, in order (bags first, then the probe); none for an audit run as one
+    task."""
     with context.sessions() as session:
-        return session.scalar(select(func.count()).where(AuditPart.audit_id == audit_id)) != 0
+        found = session.scalars(select(AuditPart.part).where(AuditPart.audit_id == audit_id))
+        return sorted(found, key=lambda name: (name == "probe", name))
 
 
 def claim(context: Context, audit_id: uuid.UUID, part: str, *, worker: str) -> Audit | None:

@@ -107,8 +107,9 @@ def _detect(
     attempt: Attempt,
     store: StoredCheckpoint,
 ) -> DetectionResult:
-    if parts.has_parts(context, audit.id):
-        return _merge(context, audit, dataset, attempt)
+    merged = parts.names(context, audit.id)
+    if merged:
+        return _merge(context, audit, dataset, attempt, merged)
     _announce_resume(audit.id, store)
     return detect(
         dataset.images,
@@ -123,13 +124,13 @@ def _detect(
 
 
 def _merge(
-    context: Context, audit: Audit, dataset: LoadedDataset, attempt: Attempt
+    context: Context, audit: Audit, dataset: LoadedDataset, attempt: Attempt, names: list[str]
 ) -> DetectionResult:
-    """The result of an audit whose parts are done, from their stored results."""
+    """The result of an audit whose parts (``names``) are done, from their stored results."""
     run = _run(context, audit, dataset)
     bags: list[checkpoint.ClusteringState] = []
     probe = None
-    for name, _ in lifecycle.parts_of(audit.preset):
+    for name in names:
         data = context.storage.get_bytes(part_key(audit.id, name))
         if data is None:
             raise FileNotFoundError(f"the result of {name} is missing from storage")
